@@ -1,0 +1,257 @@
+"""The one configuration parser for every script (training, refinement, evaluation, tools).
+
+Config files are the original's configargparse text files: ``key=value`` lines, ``#`` comments
+(also inline), ``True``/``False`` for flags. The original NeFeS configs run unchanged:
+
+* keys of the original that have no effect (``NeRFW``, ``tcnn``, ...) are accepted; a warning names them;
+* an unknown key in a config file gets a warning naming it (a typo on the command line is an error);
+* a value of the wrong type is an error naming the key and the value;
+* relative paths written for the original's ``script/`` working directory (``../data/...``,
+  ``../logs``) are resolved against the repository root when run from there (see :func:`resolve_path`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import configargparse
+
+_logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DATASET_TYPES = ("7Scenes", "7Scenes_colmap", "Cambridge")
+FIELD_TYPES = ("auto", "hashgrid", "nefes_mlp")
+
+#: Keys of the original code base that are accepted and ignored (dead options, CUDA-only switches).
+LEGACY_IGNORED = (
+    "fff", "tcnn", "ffmlp", "multi_gpu", "feature_dim", "in_channels_a", "in_channels_t", "N_vocab",
+    "NeRFW", "nerfh_nff", "encode_hist", "sh_tcnn", "sh_nff", "ngp_nefes", "nerfh_nff2", "NFF",
+    "reduce_embedding", "use_sv", "n_blocks", "min_feat", "tvloss", "depth", "l1normloss",
+    "sigma_sparsity_loss", "encode_appearance", "bound", "train_local_nerf", "render_video",
+    "render_factor", "frame_idx", "no_grad_update", "lietorch", "i_embed_views", "netdepth_fine",
+    "netwidth_fine", "use_fine_only", "epochToMaxFreq", "DFNet", "random_view_synthesis",
+)
+
+
+def _bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "on"):
+        return True
+    if s in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+class _Parser(configargparse.ArgumentParser):
+    """Errors as one line naming the key (the full usage of ~100 options hides the problem)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def config_parser() -> configargparse.ArgumentParser:
+    p = _Parser(
+        description="nefes: NeFeS training, APR training and pose refinement",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        config_file_parser_class=configargparse.DefaultConfigFileParser,
+    )
+    p.add_argument("--config", is_config_file=True, help="config file path (key=value lines)")
+
+    g = p.add_argument_group("general")
+    g.add_argument("--expname", type=str, default="nefes_exp", help="experiment name (log sub-folder)")
+    g.add_argument("--basedir", type=str, default="./logs", help="where logs and checkpoints are stored")
+    g.add_argument("--device", type=str, default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument("--seed", type=int, default=0, help="base random seed")
+    g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--datadir", type=str, default=None, help="scene folder (meta files; images too, or under ../deepslam_data)")
+    g.add_argument("--dataset_type", type=str, default="7Scenes_colmap", choices=DATASET_TYPES, help="dataset layout / ground truth")
+    g.add_argument("--df", type=float, default=1.0, help="image down-scale factor (working size = raw size // df)")
+    g.add_argument("--trainskip", type=int, default=1, help="keep every n-th training frame")
+    g.add_argument("--testskip", type=int, default=1, help="keep every n-th test frame")
+    g.add_argument("--load_pose_avg_stats", type=_bool, nargs="?", const=True, default=False, help="use the shipped pose_avg_stats file")
+    g.add_argument("--save_pose_avg_stats", type=_bool, nargs="?", const=True, default=False, help="write pose_avg_stats from the training poses, then exit")
+    g.add_argument("--semantic", type=_bool, nargs="?", const=True, default=False, help="Cambridge: restrict NeFeS losses to static pixels (semantic masks)")
+    g.add_argument("--hist_bin", type=int, default=10, help="luminance histogram bins (only 10 is supported by the ACT)")
+    g.add_argument("--set_near_far", type=_bool, nargs="?", const=True, default=False, help="override near/far with --near_far")
+    g.add_argument("--near_far", type=float, nargs=2, default=[0.5, 2.5], help="near and far bounds (NeRF units)")
+    g.add_argument("--focal", type=float, default=None, help="override the focal length (pixels, at the raw image size)")
+    g.add_argument("--batch_size", type=int, default=4, help="images per training iteration")
+    g.add_argument("--val_batch_size", type=int, default=1, help="validation batch size")
+    g.add_argument("--num_workers", type=int, default=0, help="data loader workers")
+
+    g = p.add_argument_group("NeFeS field and renderer")
+    g.add_argument("--field_type", type=str, default="hashgrid", choices=FIELD_TYPES,
+                   help="hashgrid (fast, default for new scenes) or nefes_mlp (the paper's released architecture); checkpoints are detected automatically")
+    g.add_argument("--netdepth", type=int, default=8, help="nefes_mlp: trunk layers")
+    g.add_argument("--netwidth", type=int, default=128, help="nefes_mlp: trunk width")
+    g.add_argument("--multires", type=int, default=10, help="nefes_mlp: log2 of max position frequency")
+    g.add_argument("--multires_views", type=int, default=4, help="log2 of max view-direction frequency")
+    g.add_argument("--i_embed", type=int, default=0, help="positional encoding type (0 = NeRF PE)")
+    g.add_argument("--hash_level", type=int, default=16, help="hashgrid: number of levels")
+    g.add_argument("--hash_features", type=int, default=2, help="hashgrid: features per level")
+    g.add_argument("--log2_hashmap_size", type=int, default=19, help="hashgrid: log2 of the table size per level")
+    g.add_argument("--base_resolution", type=int, default=16, help="hashgrid: coarsest grid resolution")
+    g.add_argument("--finest_resolution", type=int, default=2048, help="hashgrid: finest grid resolution")
+    g.add_argument("--hg_hidden", type=int, default=64, help="hashgrid: width of the MLP heads")
+    g.add_argument("--use_tcnn", type=str, default="auto", choices=("auto", "never", "always"), help="use tiny-cuda-nn for the hash grid when it imports and the device is CUDA")
+    g.add_argument("--N_samples", type=int, default=64, help="coarse samples per ray")
+    g.add_argument("--N_importance", type=int, default=64, help="extra fine samples per ray (inverse CDF)")
+    g.add_argument("--perturb", type=float, default=1.0, help="stratified sampling jitter during training (0 or 1)")
+    g.add_argument("--raw_noise_std", type=float, default=0.0, help="density noise during training")
+    g.add_argument("--lindisp", type=_bool, nargs="?", const=True, default=False, help="sample linearly in inverse depth")
+    g.add_argument("--use_viewdirs", type=_bool, nargs="?", const=True, default=True, help="view-dependent colour")
+    g.add_argument("--white_bkgd", type=_bool, nargs="?", const=True, default=False, help="unused, kept for compatibility")
+    g.add_argument("--chunk", type=int, default=1024 * 32, help="rays per rendering chunk (memory only)")
+    g.add_argument("--netchunk", type=int, default=1024 * 64 * 32, help="points per network chunk (memory only)")
+    g.add_argument("--tinyscale", type=float, default=4.0, help="NeFeS renders at working size / tinyscale")
+    g.add_argument("--transient_at_test", type=_bool, nargs="?", const=True, default=False, help="keep the transient branch when rendering at test time")
+    g.add_argument("--use_fusion_res", type=_bool, nargs="?", const=True, default=False, help="fusion CNN adds the rendered features as a residual")
+    g.add_argument("--no_fusion_BN", type=_bool, nargs="?", const=True, default=False, help="fusion CNN without the final BatchNorm")
+
+    g = p.add_argument_group("NeFeS training (run_nefes.py)")
+    g.add_argument("--epochs", type=int, default=600, help="epochs per stage run")
+    g.add_argument("--N_rand", type=int, default=1536, help="random rays per image (random-ray mode)")
+    g.add_argument("--lrate", type=float, default=5e-4, help="NeFeS learning rate")
+    g.add_argument("--lrate_decay", type=float, default=0.754, help="LR decays x0.1 every lrate_decay*1000 epochs")
+    g.add_argument("--new_schedule", type=int, default=1, help="1: stage-1 run (colour only); 2: stages 2+3 (feature, then fusion)")
+    g.add_argument("--ft_path", type=str, default=None, help="checkpoint to start from (stage 2: the stage-1 checkpoint)")
+    g.add_argument("--no_reload", type=_bool, nargs="?", const=True, default=False, help="start over, ignoring existing checkpoints")
+    g.add_argument("--i_weights", type=int, default=200, help="checkpoint every n epochs")
+    g.add_argument("--i_testset", type=int, default=200, help="validation renders every n epochs")
+    g.add_argument("--i_print", type=int, default=10, help="log every n epochs")
+    g.add_argument("--render_test", type=_bool, nargs="?", const=True, default=False, help="render train/test views from a checkpoint and exit")
+    g.add_argument("--color_feat_fusion_nerfw_loss", type=_bool, nargs="?", const=True, default=False, help="NeRF-W colour + L1 feature + fusion losses (all paper configs)")
+    g.add_argument("--dfnet", type=_bool, nargs="?", const=True, default=False, help="feature targets from a DFNet feature extractor")
+    g.add_argument("--pretrain_featurenet_path", type=str, default="", help="DFNet feature-extractor checkpoint (.pt)")
+    g.add_argument("--epoch_to_fusion", type=int, default=None, help="stage-2 run: epoch at which patch/fusion training starts (default 200, as the original)")
+
+    g = p.add_argument_group("DFNet / APR")
+    g.add_argument("--pretrain_model_path", type=str, default="", help="APR checkpoint (.pt)")
+    g.add_argument("--PoseEstimatorType", type=str, default="DFNet", help="APR registered in dm/direct_pose_model.py")
+    g.add_argument("--dfnet_width", "--width", type=float, default=1.0, help="DFNet channel multiplier (1.0 = the paper's VGG16)")
+    g.add_argument("--imagenet_init", type=_bool, nargs="?", const=True, default=False, help="initialise VGG16 from ImageNet weights found in the local torch cache")
+    g.add_argument("--resnet34", type=_bool, nargs="?", const=True, default=False, help="PoseNet APR with a ResNet34 backbone")
+    g.add_argument("--efficientnet", type=_bool, nargs="?", const=True, default=False, help="PoseNet APR with an EfficientNet-B3 backbone")
+    g.add_argument("--combine_loss_w", type=float, nargs=3, default=[1.0, 1.0, 1.0], help="DFNet training weights: real pose, rendered pose, triplet feature")
+    g.add_argument("--rvs_refresh_rate", type=int, default=20, help="re-render random view synthesis poses every n epochs")
+    g.add_argument("--rvs_trans", type=float, default=5.0, help="random view synthesis: max translation jitter (m)")
+    g.add_argument("--rvs_rotation", type=float, default=1.2, help="random view synthesis: max rotation jitter (deg)")
+    g.add_argument("--d_max", type=float, default=1.0, help="random view synthesis: bbox margin (m)")
+    g.add_argument("--patience", type=int, nargs=2, default=[200, 50], help="early stopping and LR-plateau patience (epochs)")
+
+    g = p.add_argument_group("refinement (test_refinement.py)")
+    g.add_argument("--model_name", type=str, default="DFM_NFF_APR", help="experiment family (kept for compatibility)")
+    g.add_argument("--pose_only", type=int, default=0, help="0: APR only; 2: APR + NeFeS (fine-tune the APR); 3: direct SE(3) pose refinement")
+    g.add_argument("--learning_rate", type=float, default=1e-5, help="APR fine-tuning (pose_only=2) / APR training learning rate")
+    g.add_argument("--opt_iter", type=int, default=50, help="refinement iterations per query")
+    g.add_argument("--svd_reg", type=_bool, nargs="?", const=True, default=False, help="orthonormalise APR rotations by SVD")
+    g.add_argument("--freezeBN", type=_bool, nargs="?", const=True, default=False, help="freeze the APR's BatchNorm affine parameters")
+    g.add_argument("--per_pixel", type=_bool, nargs="?", const=True, default=False, help="cosine feature loss per pixel instead of per channel")
+    g.add_argument("--no_verification_step", type=_bool, nargs="?", const=True, default=False, help="skip the PSNR/SSIM fallback to the APR pose")
+    g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
+    g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
+    g.add_argument("--feature_matching_lvl", type=int, nargs="*", default=[0], help="DFNet feature levels used at refinement")
+    g.add_argument("--eval", type=_bool, nargs="?", const=True, default=False, help="evaluation mode")
+    g.add_argument("--freeze_BN", type=_bool, nargs="?", const=True, default=False, help=argparse.SUPPRESS)
+
+    g = p.add_argument_group("legacy (accepted, no effect)")
+    for key in LEGACY_IGNORED:
+        g.add_argument(f"--{key}", type=str, nargs="?", const="True", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv=None, parser: configargparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse the command line (+ config file), warn about unknown/legacy keys, resolve paths."""
+    parser = parser or config_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = _config_path_from(argv)
+    if cfg is not None and not Path(cfg).is_file():
+        parser.error(f"config file not found: {cfg}")
+    args, unknown = parser.parse_known_args(argv)
+    for item in unknown:
+        key = item.split("=", 1)[0]
+        if not key.startswith("-"):
+            continue
+        if any(a == key or a.startswith(key + "=") for a in argv):
+            parser.error(f"unknown option {key}")
+        _logger.warning("config %s: unknown key '%s' ignored", cfg, key.lstrip("-"))
+    for key in LEGACY_IGNORED:
+        if getattr(args, key) is not None:
+            _logger.info("legacy key '%s' accepted and ignored", key)
+    finalize(args)
+    return args
+
+
+def _config_path_from(argv) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def resolve_path(path: str | None, must_exist: bool = False) -> str | None:
+    """Map a path written for the original's ``script/`` working directory to this repository.
+
+    The original configs say ``../data/...`` and ``../logs`` because its scripts ran from
+    ``script/``. When we run from the repository root and such a path does not exist as written,
+    ``../X`` is read as ``<repo>/X``. Absolute paths and paths that exist are returned unchanged.
+    """
+    if not path:
+        return path
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    if path.startswith("../") and Path.cwd().resolve() == REPO_ROOT:
+        mapped = REPO_ROOT / path[3:]
+        if mapped.exists() or not must_exist:
+            return str(mapped)
+    return str(p)
+
+
+def finalize(args: argparse.Namespace) -> argparse.Namespace:
+    """Resolve legacy paths in place and validate a few cross-key constraints."""
+    args.freezeBN = args.freezeBN or args.freeze_BN
+    for key in ("datadir", "ft_path", "pretrain_model_path", "pretrain_featurenet_path"):
+        setattr(args, key, resolve_path(getattr(args, key), must_exist=True))
+    args.basedir = resolve_path(args.basedir)
+    if args.hist_bin != 10:
+        raise SystemExit(f"error: hist_bin={args.hist_bin}: only 10 bins are supported (the ACT takes 10 inputs)")
+    if args.num_threads > 0:
+        import torch
+        torch.set_num_threads(args.num_threads)
+    return args
+
+
+def get_device(name: str = "auto"):
+    """'auto' -> cuda if available else cpu; anything else is passed to torch.device."""
+    import torch
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} requested but CUDA is not available")
+    return dev
+
+
+def save_config(args: argparse.Namespace, out_dir: str | Path) -> None:
+    """Write the effective configuration as ``args.txt`` (key = value) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [f"{k} = {v}" for k, v in sorted(vars(args).items()) if k not in LEGACY_IGNORED]
+    (out_dir / "args.txt").write_text("\n".join(lines) + "\n")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """basicConfig for the entry scripts (modules only use logging.getLogger(__name__))."""
+    level = logging.DEBUG if verbose or os.environ.get("NEFES_DEBUG") else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

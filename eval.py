@@ -78,6 +78,8 @@ def score_files(args) -> dict:
     names = args.name or [Path(p).stem for p in preds]
     if len(names) != len(preds):
         raise EvalError(f"{len(names)} --name for {len(preds)} --pred: give one name per prediction file")
+    if len(set(names)) != len(names):
+        raise EvalError(f"method names must differ (got {', '.join(names)}): use --name")
     result = {"gt": str(gt_src), "float32": not args.no_float32, "methods": {}}
     poses, errors = {}, {}
     for name, path in zip(names, preds):
@@ -88,7 +90,7 @@ def score_files(args) -> dict:
         result["methods"][name] = {"pred": str(path), **metrics.summarize(*errors[name])}
     if len(preds) == 1:
         print(metrics.format_summary(result["methods"][names[0]], names[0]))
-        result.update({k: v for k, v in result["methods"][names[0]].items() if k != "pred"}, pred=str(preds[0]))
+        result.update(result["methods"][names[0]])  # one method: its summary at the top level too
     else:
         print(metrics.format_table(result["methods"]))
     if args.plot_dir:

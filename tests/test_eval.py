@@ -78,6 +78,8 @@ def test_mismatched_counts_and_nothing_to_do(files, capsys):
     assert nefes_eval.main([]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
     assert nefes_eval.main(["--gt", str(files.gt), "--pred", str(files.pred), "--name", "a", "--name", "b"]) == 2
+    assert nefes_eval.main(["--gt", str(files.gt), "--pred", str(files.pred), "--pred", str(files.pred)]) == 2
+    assert "names must differ" in capsys.readouterr().err
     assert nefes_eval.main(["--gt", str(files.tmp / "missing.txt"), "--pred", str(files.pred)]) == 2
     assert "missing.txt: pose file not found" in capsys.readouterr().err
 

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_REF = REPO.parent / "shared" / "nefes-reference"
+import os
+
+# ../shared next to the checkout (as in CI); NEFES_SHARED points elsewhere if needed.
+SHARED_REF = Path(os.environ.get("NEFES_SHARED", REPO.parent / "shared")) / "nefes-reference"
 
 SCENES_7 = ("chess", "fire", "heads", "office", "pumpkin", "redkitchen", "stairs")
 SCENES_CAMBRIDGE = ("KingsCollege", "OldHospital", "ShopFacade", "StMarysChurch")

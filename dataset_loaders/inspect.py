@@ -9,7 +9,7 @@ from, and writes to DIR:
   the x-z and x-y projections of the APR frame).
 
 A config with ``datadir``, ``dataset_type``, ``df``, ``trainskip``, ``testskip`` is enough. No image
-is decoded (except Cambridge, which the loader pre-loads).
+is decoded.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     args.save_pose_avg_stats = False  # inspecting never rewrites the shipped statistics
     from dataset_loaders.scene import load_scene
     try:
-        scene = load_scene(args)
+        scene = load_scene(args, preload=False)
         out = Path(known.out)
         out.mkdir(parents=True, exist_ok=True)
         save_poses(out / "poses_train.txt", scene.train.poses)

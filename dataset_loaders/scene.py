@@ -33,7 +33,8 @@ class Split(Dataset):
     """One split of a scene: images read lazily, poses in the APR frame.
 
     Items: ``{"img": (3, H, W) float32 in [0, 1], "pose": (12,) float32 (APR c2w, row-major 3x4),
-    "hist": (10,) float32, "idx": int[, "mask": (h, w) bool at render size]}``.
+    "hist": (10,) float32, "idx": int[, "mask": (h, w) bool at the render size of --tinyscale]}``.
+    After :meth:`images` the item image is a view of the cached tensor: do not modify it in place.
 
     Attributes:
         poses: (N, 3, 4) float64 APR-frame camera-to-world. names: relative image paths.
@@ -265,8 +266,12 @@ def _intrinsics(args, dtype: str, datadir: Path, raw_train: RawSplit, w_raw: int
     return default, how
 
 
-def load_scene(args: argparse.Namespace) -> SceneData:
+def load_scene(args: argparse.Namespace, preload: bool | None = None) -> SceneData:
     """Load a scene as described by ``args`` (datadir, dataset_type, df, trainskip, testskip, ...).
+
+    Args:
+        preload: decode every image now (default: Cambridge only, as the original); otherwise
+            images are decoded on first use and cached (``--cache_images``).
 
     With ``args.save_pose_avg_stats`` the original recipe file is written and the process exits
     (``SystemExit(0)``), as the original scripts do. Raises :class:`DatasetError` on bad input.
@@ -319,7 +324,7 @@ def load_scene(args: argparse.Namespace) -> SceneData:
                       train=make_split(raw_train, c2w_train), test=make_split(raw_test, c2w_test),
                       H=h, W=w, focal=focal, H_raw=h_raw, W_raw=w_raw, focal_raw=focal_raw,
                       near=near, far=far, world_setup=ws, pose_avg=A, provenance=prov)
-    if dtype == "Cambridge":  # the original pre-loads Cambridge
+    if preload if preload is not None else dtype == "Cambridge":  # the original pre-loads Cambridge
         scene.train.preload()
         scene.test.preload()
     _logger.info("%s", scene.summary())

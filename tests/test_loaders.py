@@ -1,4 +1,6 @@
 """Dataset loaders on tiny fake scenes: counts, order, APR poses, intrinsics, images, hist, masks, errors."""
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -186,6 +188,8 @@ def test_cambridge_sorting_poses_and_preload(tmp_path):
     c2w = np.stack([cam.c2w[n] for n in s.train.names])
     np.testing.assert_allclose(s.train.poses, P.opencv_c2w_to_apr(c2w, A), atol=1e-9)
     assert s.train._images is not None and s.test._images is not None  # pre-loaded, as the original
+    lazy = load_scene(F.make_args(cam.datadir, "Cambridge", trainskip=2), preload=False)
+    assert lazy.train._images is None and torch.equal(lazy.train[1]["img"], s.train[1]["img"])
 
 
 def test_cambridge_masks_at_render_size(tmp_path):
@@ -321,3 +325,27 @@ def test_frustum_bounds_single_camera():
     s = SceneData("s", "7Scenes", None, split, split, 24, 32, 16.0, 24, 32, 16.0, 0.0, 2.0, ws, c2w[0])
     # camera at (0, 0, 1) in NeRF, looking along -z; far corners at z = 1 - 2, x = ±2·16/16, y = ±2·12/16
     np.testing.assert_allclose(s.frustum_bounds(), [[-2, -1.5, -1], [2, 1.5, 1]])
+
+
+def test_colmap_loader_reproduces_paper_test_gt(shared_ref, tmp_path):
+    """Full loader path (split order, sorted frames, list lookup, shipped pose_avg_stats) against the
+    paper's chess test ground truth. Only file names matter for the test poses: empty pose files."""
+    ref = shared_ref / "data"
+    d = tmp_path / "chess"
+    d.mkdir()
+    for f in ("chess_test.txt", "chess_train.txt"):
+        shutil.copy(ref / "7Scenes_colmap_poses" / "chess" / f, d / f)
+    for f in ("pose_avg_stats_colmap.txt", "world_setup.json"):
+        shutil.copy(ref / "7Scenes" / "chess" / f, d / f)
+    (d / "TrainSplit.txt").write_text("sequence1\n")
+    (d / "TestSplit.txt").write_text("sequence3\nsequence5\n")
+    for seq, n in (("seq-01", 2), ("seq-03", 1000), ("seq-05", 1000)):
+        (d / seq).mkdir()
+        for i in range(n):
+            (d / seq / f"frame-{i:06d}.pose.txt").touch()
+    F.write_image(d / "seq-01" / "frame-000000.color.png", 48, 64)
+    s = load_scene(F.make_args(d, "7Scenes_colmap", "--load_pose_avg_stats", df=2))
+    gt = np.loadtxt(shared_ref / "paper_result" / "DFNet_NeFeS50_7Scenes_colmap" / "chess" / "chess_test_gt.txt")
+    assert len(s.test) == 2000 and s.focal == pytest.approx(526.22 * 64 / 64 / 2)
+    assert np.abs(s.test.poses.reshape(-1, 12) - gt).max() < 1e-6
+    assert s.test.gt_idx.tolist() == list(range(2000))

@@ -133,6 +133,10 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--dfnet", type=_bool, nargs="?", const=True, default=False, help="feature targets from a DFNet feature extractor")
     g.add_argument("--pretrain_featurenet_path", type=str, default="", help="DFNet feature-extractor checkpoint (.pt)")
     g.add_argument("--epoch_to_fusion", type=int, default=None, help="stage-2 run: epoch at which patch/fusion training starts (default 200, as the original)")
+    g.add_argument("--stage1_color_only", type=_bool, nargs="?", const=True, default=False,
+                   help="stage-1 run ends after epoch epochs-1 (the original runs one more epoch that adds 0.04*L_feat)")
+    g.add_argument("--per_image_patches", type=_bool, nargs="?", const=True, default=False,
+                   help="stage 3: draw patch positions per image (the original shares them across the batch)")
 
     g = p.add_argument_group("DFNet / APR")
     g.add_argument("--pretrain_model_path", type=str, default="", help="APR checkpoint (.pt)")

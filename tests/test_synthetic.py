@@ -78,14 +78,21 @@ def test_room_original_layout_and_meta(tmp_path):
     data = out / "deepslam_data" / "7Scenes" / "synroom"
     meta = out / "7Scenes" / "synroom"
     assert (data / "TrainSplit.txt").is_file() and (data / "synroom_train.txt").is_file()
-    assert (data / "seq-01").is_dir() and (out / "synthetic_info.json").is_file()
+    assert (data / "seq-01").is_dir() and (data / "synthetic_info.json").is_file()
+    assert json.loads((data / "synthetic_info.json").read_text())["meta_dir"] == "7Scenes/synroom"
     ws = P.WorldSetup.from_json(meta / "world_setup.json")
     assert ws.far > ws.near
     for f in ("pose_avg_stats.txt", "pose_avg_stats_colmap.txt"):
         A = P.load_pose_avg_stats(meta / f)
         assert np.allclose(A[:, :3].T @ A[:, :3], np.eye(3), atol=1e-6)
+    # the root may hold other things (e.g. real datasets): only the scene's own folders are checked
+    (tmp_path / "root2" / "7Scenes" / "chess").mkdir(parents=True)
+    (tmp_path / "root2" / "7Scenes" / "chess" / "world_setup.json").write_text("{}")
     S.generate("room", tmp_path / "root2", layout="original", **ROOM)
     assert list((tmp_path / "root2" / "7Scenes" / "room").iterdir()) == []   # meta folder created, empty
+    assert (tmp_path / "root2" / "7Scenes" / "chess" / "world_setup.json").read_text() == "{}"
+    S.generate("room", tmp_path / "root2", layout="original", overwrite=True, **ROOM)
+    assert (tmp_path / "root2" / "7Scenes" / "chess" / "world_setup.json").is_file()
 
 
 def test_street_layout_is_exactly_cambridge(street_dir):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -182,7 +183,7 @@ def generate(kind: str, out, *, seed: int = 0, width: int | None = None, height:
     _render_all(scene, intr, data_dir, jobs, workers, progress)
     G = _write_lists(kind, data_dir, name, jobs, intr, seed)
     if with_meta:
-        _write_meta(kind, meta_dir, jobs, G)
+        _write_meta(kind, meta_dir, jobs, G, scene)
     info = _info(kind, seed, layout, name, out, data_dir, meta_dir, intr, scene, jobs, G, with_meta)
     tmp = data_dir / (INFO_FILE + ".tmp")
     tmp.write_text(json.dumps(info, indent=1) + "\n")
@@ -240,14 +241,19 @@ def _write_lists(kind, data_dir: Path, name: str, jobs, intr, seed):
     return G
 
 
-def _write_meta(kind, meta_dir: Path, jobs, G) -> None:
-    """Optional world_setup.json / pose_avg_stats*.txt with sensible values (loaders compute their own)."""
+def _write_meta(kind, meta_dir: Path, jobs, G, scene: Scene) -> None:
+    """Optional world_setup.json / pose_avg_stats*.txt with sensible values (loaders compute their own).
+
+    Scales follow the released configs (7-Scenes: s1 = 0.5, v = (0, 0, 1); Cambridge: s1·s2 = 0.05);
+    ``far`` covers the longest possible ray (room: its diagonal; street: across the far enclosure)."""
     c2w = np.stack([j.c2w[:3] for j in jobs if j.split == "train"])
     P.save_pose_avg_stats(meta_dir / "pose_avg_stats.txt", P.average_poses(c2w))
     if kind == "room":
         w2c = np.linalg.inv(np.stack([G @ j.c2w for j in jobs if j.split == "train"]))[:, :3]
         P.save_pose_avg_stats(meta_dir / "pose_avg_stats_colmap.txt", P.average_poses(w2c))   # as the original: raw w2c
-        ws = P.WorldSetup(near=0.0, far=3.0, pose_scale=0.5, pose_scale2=1.0, move_all_cam_vec=[0.0, 0.0, 1.0])
+        diag = float(np.linalg.norm(np.subtract(scene.bounds[1], scene.bounds[0])))
+        ws = P.WorldSetup(near=0.0, far=math.ceil(diag * 0.5 * 2) / 2, pose_scale=0.5, pose_scale2=1.0,
+                          move_all_cam_vec=[0.0, 0.0, 1.0])
     else:
         ws = P.WorldSetup(near=0.0, far=10.0, pose_scale=0.25, pose_scale2=0.2, move_all_cam_vec=[0.0, 0.0, 0.0])
     ws.to_json(meta_dir / "world_setup.json")

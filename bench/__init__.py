@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python -m bench.<name>``): they print their numbers and write them to logs/bench/."""

@@ -120,7 +120,6 @@ def build_from_hparams(hparams: dict, scene_box=None, use_tcnn: str = "auto", se
                   skips=tuple(hparams.get("skips", [4])), feat_dim=feat_dim)
         make_coarse = lambda: NeFeSMLPField(transient=False, **kw)          # noqa: E731
         make_fine = lambda: NeFeSMLPField(transient=True, **kw)             # noqa: E731
-        scene_box = None if scene_box is None else scene_box
     elif ft == "hashgrid":
         if scene_box is None:
             raise ValueError("field_type=hashgrid needs a scene box (2,3): NeRF-frame camera positions +- far")

@@ -108,6 +108,32 @@ def _run_density(field, pts: torch.Tensor, netchunk: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # rays -> outputs
 # ----------------------------------------------------------------------------------------------
+def _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads) -> dict:
+    """The original's ``N_importance = 0`` path: the coarse field alone, static compositing."""
+    hid = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
+    w = static_weights(hid["sigma"], z_c)
+    rgb, feat = _static_maps(model.coarse, hid["h"], w, with_feat, linear_heads)
+    out = {"rgb": rgb, "depth": (w * z_c).sum(1), "acc": w.sum(1)}
+    if with_feat:
+        out["feat"] = feat
+    return out
+
+
+def _coarse_weights(model, pts_c, vd, z_c, need_coarse, raw_noise_std, generator, netchunk, linear_heads):
+    """Coarse weights ``(R, Sc)`` for the fine sampling, and (training) the raw coarse colour."""
+    if not need_coarse:
+        # the fine samples are detached, so the coarse pass needs no graph (exact, and cheaper)
+        with torch.no_grad():
+            return static_weights(_run_density(model.coarse, pts_c, netchunk), z_c), {}
+    hid = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
+    sigma = hid["sigma"]
+    if raw_noise_std > 0:                                  # NeRF's density noise (training regulariser)
+        sigma = sigma + _noise(sigma, raw_noise_std, generator)
+    w_c = static_weights(sigma, z_c)
+    rgb0, _ = _static_maps(model.coarse, hid["h"], w_c, False, linear_heads)
+    return w_c, {"rgb0": rgb0, "acc0": w_c.sum(1)}
+
+
 def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, perturb, transient, with_feat,
                   need_coarse, netchunk, generator, raw_noise_std, lindisp, linear_heads, fine_only) -> dict:
     R = rays_o.shape[0]
@@ -115,33 +141,15 @@ def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, per
     z_c = coarse_depths(R, N_samples, near, far, perturb=perturb, lindisp=lindisp, generator=generator,
                         device=rays_o.device, dtype=rays_o.dtype)
     pts_c = rays_o[:, None, :] + rays_d[:, None, :] * z_c[..., None]           # (R, Sc, 3)
-    out = {}
-
     if N_importance <= 0:
-        # coarse field only (the original's N_importance = 0 path): static compositing
-        hid = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
-        w = static_weights(hid["sigma"], z_c)
-        out["rgb"], out["feat"] = _static_maps(model.coarse, hid["h"], w, with_feat, linear_heads)
-        out["depth"], out["acc"] = (w * z_c).sum(1), w.sum(1)
-        return out
-
-    if need_coarse:
-        hid_c = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
-        sigma_c = hid_c["sigma"]
-        if perturb and raw_noise_std > 0:
-            sigma_c = sigma_c + _noise(sigma_c, raw_noise_std, generator)
-        w_c = static_weights(sigma_c, z_c)
-        out["rgb0"], _ = _static_maps(model.coarse, hid_c["h"], w_c, False, linear_heads)
-        out["acc0"] = w_c.sum(1)
-    else:
-        # the fine samples are detached, so the coarse pass needs no graph (exact, and cheaper)
-        with torch.no_grad():
-            w_c = static_weights(_run_density(model.coarse, pts_c, netchunk), z_c)
+        return _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads)
+    w_c, out = _coarse_weights(model, pts_c, vd, z_c, need_coarse, raw_noise_std, generator, netchunk,
+                               linear_heads)
 
     mids = 0.5 * (z_c[:, 1:] + z_c[:, :-1])
     z_f = sample_pdf(mids, w_c[:, 1:-1], N_importance, det=not perturb, generator=generator)
     z, _ = torch.sort(z_f if fine_only else torch.cat([z_c, z_f], dim=-1), dim=-1)
-    z = z.detach()
+    z = z.detach()                                                             # (R, S)
     pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]               # (R, S, 3)
 
     use_t = transient and model.fine.has_transient
@@ -186,7 +194,10 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
         need_coarse: evaluate the coarse field with gradients and return its raw colour ``rgb0``
             (training); otherwise only its density is evaluated, under ``no_grad``.
         chunk, netchunk: rays / points per chunk (memory only).
-        generator: RNG for perturbation.
+        generator: RNG for perturbation (and ``raw_noise_std``).
+        raw_noise_std: std of Gaussian noise added to the coarse density when ``need_coarse``.
+        lindisp: coarse samples linear in inverse depth.
+        linear_heads: composite the hidden vector, then apply the linear colour/feature head (exact).
         fine_only: evaluate the fine field on the N_importance samples only instead of the sorted
             union with the coarse samples (faster; ``None``: the model's ``fine_only`` attribute,
             stored in its hparams; always False for the paper field).

@@ -167,6 +167,18 @@ def test_fine_samples_concentrate_on_surface():
     assert out["acc"].item() > 0.95
 
 
+def test_fine_only_renders_the_fine_samples():
+    f = SlabField(50.0, 1.95, 2.05, sigma_t=0.0).double()
+    m = _container(f, f).double()
+    o, d = _centre_ray()
+    out = render_rays(m, o, d, 0.0, 4.0, N_samples=33, N_importance=8, fine_only=True)
+    assert out["transient_sigmas"].shape == (1, 8)
+    assert out["depth"].item() == pytest.approx(2.0, abs=0.1) and out["acc"].item() > 0.95
+    m.fine_only = True                                     # the model's default (stored in hparams)
+    assert render_rays(m, o, d, 0.0, 4.0, N_samples=33, N_importance=8)["transient_sigmas"].shape == (1, 8)
+    assert render_rays(m, o, d, 0.0, 4.0, 33, 8, fine_only=False)["transient_sigmas"].shape == (1, 41)
+
+
 # ---------------------------------------------------------------------------------------------- gradients
 def _tiny_mlp_model(seed=0):
     torch.manual_seed(seed)

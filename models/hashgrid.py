@@ -41,6 +41,7 @@ import functools
 import importlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,8 @@ _logger = logging.getLogger(__name__)
 
 #: tiny-cuda-nn's spatial hash primes ("CoherentPrime"; ``fast_hash`` in older versions), per axis.
 HASH_PRIMES = (1, 2654435761, 805459861)
-#: Number of grid points whose 16x8 corner indices fit comfortably in cache; see _default_chunk.
+#: CPU chunk size in (point, level, corner) triples: 2^20 (8192 points at 16 levels) was fastest
+#: in bench/hashgrid.py (2^18 and 2^21 were 10-25 % slower).
 _CHUNK_CORNERS = 1 << 20
 _USE_TCNN_CHOICES = ("auto", "never", "always")
 
@@ -179,8 +181,9 @@ class _Plan:
         self.n_dense = Ld
         self.mask = mask
         it = dict(dtype=self.itype, device=device)
-        self.scales = torch.tensor(layout.scales, dtype=torch.float64, device=device).view(L, 1, 1)
-        self.half = torch.tensor(0.5, dtype=torch.float64, device=device)
+        wide = torch.float32 if device.type == "mps" else torch.float64   # MPS has no float64
+        self.scales = torch.tensor(layout.scales, dtype=wide, device=device).view(L, 1, 1)
+        self.half = torch.tensor(0.5, dtype=wide, device=device)
         self.strides = torch.tensor(strides, **it).view(L, 3, 1)
         sizes = torch.tensor(layout.sizes[:Ld], **it).view(Ld, 1, 1, 1, 1)
         offsets = torch.tensor(layout.offsets[:L], **it).view(L, 1, 1, 1, 1)
@@ -212,7 +215,7 @@ def _cell(x: torch.Tensor, plan: _Plan, idx_out: torch.Tensor | None = None):
     n = x.shape[0]
     # p = x * scale + 0.5 rounded once to float32 (tcnn uses fmaf): the float64 product of two
     # float32 numbers is exact
-    p = torch.addcmul(plan.half, x.to(torch.float64).t().unsqueeze(0), plan.scales).to(plan.dtype)  # (L, 3, n)
+    p = torch.addcmul(plan.half, x.to(plan.half.dtype).t().unsqueeze(0), plan.scales).to(plan.dtype)  # (L, 3, n)
     g = torch.floor(p)
     frac = p - g
     g = g.to(plan.itype)
@@ -259,7 +262,8 @@ def _interpolate(f: torch.Tensor, frac: torch.Tensor, plan: _Plan, want_jac: boo
     """
     L, n, F = f.shape[0], f.shape[2], f.shape[3]
     f = f.view(L, 2, 2, 2, n, F)                                          # (L, cz, cy, cx, n, F)
-    wx, wy, wz = (frac[:, d, :, None] for d in range(3))                  # (L, n, 1)
+    # weights expanded over F once, so that every op below runs one long loop over (n, F)
+    wx, wy, wz = frac[:, :, :, None].expand(L, 3, n, F).contiguous().unbind(1)  # (L, n, F) each
     dx = f[:, :, :, 1] - f[:, :, :, 0]                                    # (L, 2, 2, n, F)
     a = torch.addcmul(f[:, :, :, 0], dx, wx[:, None, None])               # lerp along x
     dy = a[:, :, 1] - a[:, :, 0]                                          # (L, 2, n, F)
@@ -299,27 +303,57 @@ SAVE_CORNERS_MAX_BYTES = 1 << 30
 
 
 def _default_chunk(layout: GridLayout, device: torch.device) -> int:
-    if device.type != "cpu":
-        return 1 << 22  # GPUs want big launches; this only bounds the temporaries
+    if device.type != "cpu":   # GPUs want big launches; this only bounds the temporaries (~1 GB)
+        return max(256, (1 << 25) // (8 * layout.n_levels))
     return max(256, _CHUNK_CORNERS // (8 * layout.n_levels))
+
+
+_pool: ThreadPoolExecutor | None = None
+#: Scatter the table gradient with this many CPU threads (None: torch.get_num_threads()).
+SCATTER_THREADS: int | None = None
+
+
+def _scatter_threads() -> int:
+    return max(1, SCATTER_THREADS if SCATTER_THREADS is not None else torch.get_num_threads())
+
+
+def _run_parallel(jobs) -> None:
+    """Run callables on worker threads (the first on this one); they must touch disjoint memory."""
+    global _pool
+    if len(jobs) == 1:
+        jobs[0]()
+        return
+    if _pool is None or _pool._max_workers < len(jobs) - 1:
+        _pool = ThreadPoolExecutor(max_workers=len(jobs) - 1, thread_name_prefix="hashgrid")
+    futures = [_pool.submit(job) for job in jobs[1:]]
+    jobs[0]()
+    for f in futures:
+        f.result()
 
 
 def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, g: torch.Tensor):
     """grad_table (E, F) += w * g at idx for every corner.   idx, w: (L, 8, n); g: (L, n, F)."""
     F = g.shape[-1]
-    flat_idx = idx.reshape(-1)
-    if grad_table.device.type == "cpu":
-        # CPU index_add_ on a 2-D tensor runs one small kernel per row; on 1-D it is a tight loop.
-        # Pairs of features travel as one complex number, so F = 2 is a single pass.
-        if F % 2 == 0:
-            table_c = grad_table.view(torch.complex64 if grad_table.dtype == torch.float32 else torch.complex128)
-            g_c = g.contiguous().view(table_c.dtype)                      # (L, n, F/2)
-        else:
-            table_c, g_c = grad_table, g
-        for j in range(table_c.shape[1]):
-            table_c[:, j].index_add_(0, flat_idx, (w * g_c[:, None, :, j]).reshape(-1))
+    if grad_table.device.type != "cpu":
+        grad_table.index_add_(0, idx.reshape(-1), (w[..., None] * g[:, None]).reshape(-1, F))
+        return
+    # CPU index_add_ on a 2-D tensor runs one small kernel per row; on 1-D it is a tight (serial)
+    # loop. Pairs of features travel as one complex number, so F = 2 is a single pass. Levels own
+    # disjoint parts of the table, so groups of levels are scattered by parallel threads (the op
+    # releases the GIL); interleaved groups balance cheap dense and expensive hashed levels.
+    if F % 2 == 0:
+        table_c = grad_table.view(torch.complex64 if grad_table.dtype == torch.float32 else torch.complex128)
+        g_c = g.contiguous().view(table_c.dtype)                          # (L, n, F/2)
     else:
-        grad_table.index_add_(0, flat_idx, (w[..., None] * g[:, None]).reshape(-1, F))
+        table_c, g_c = grad_table, g
+    k = min(_scatter_threads(), idx.shape[0])
+    jobs = []
+    for j in range(table_c.shape[1]):
+        for group in range(k):
+            idx_j = idx[group::k].reshape(-1)
+            src_j = (w[group::k] * g_c[group::k, None, :, j]).reshape(-1)
+            jobs.append(functools.partial(table_c[:, j].index_add_, 0, idx_j, src_j))
+    _run_parallel(jobs)
 
 
 class _HashGridFunction(torch.autograd.Function):

@@ -168,6 +168,31 @@ def test_corner_indices_and_weights_brute_force(cfg):
     assert ((idx >= lo) & (idx < hi)).all()
 
 
+def test_single_rounding_like_fmaf():
+    """Points where float32(float32(s * x) + 0.5) and fmaf(s, x, 0.5) fall in different cells."""
+    cfg = (16, 2, 19, 16, B_NERFH)
+    scales, res, sizes = ref_layout(*cfg)
+    found = []
+    for level, s in enumerate(scales):
+        k = np.arange(1, int(s) + 1)
+        x = np.float32((k - 0.5) / np.float64(s)).astype(np.float32)
+        for _ in range(4):                      # a few float32 steps below each border
+            x = np.nextafter(x, np.float32(0)).astype(np.float32)
+        for _ in range(8):
+            two_roundings = (s * x + np.float32(0.5)).astype(np.float32)
+            for v in x[np.floor(np.float64(s) * x + 0.5) != np.floor(two_roundings)]:
+                if math.floor(float(fma_f32(s, v, 0.5))) != math.floor(float(np.float32(s * v) + np.float32(0.5))):
+                    found.append((level, v))
+            x = np.nextafter(x, np.float32(1)).astype(np.float32)
+    assert len(found) >= 3   # they exist for this grid (found by brute force)
+    lay = grid_layout(*cfg)
+    x = torch.tensor([[v, v, v] for _, v in found], dtype=torch.float32)
+    idx, _ = hg.corner_indices_and_weights(x, lay)
+    for n, (level, _) in enumerate(found):
+        ref = ref_corners(x[n].numpy(), scales[level], res[level], sizes[level])
+        assert (idx[n, level] - lay.offsets[level]).tolist() == [r[0] for r in ref]
+
+
 @pytest.mark.parametrize("cfg", SMALL_CONFIGS)
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_output_brute_force(cfg, chunk):

@@ -18,18 +18,20 @@ vector is valid for both backends and checkpoints move between them:
   ``idx = gx ^ (gy * 2654435761) ^ (gz * 805459861)`` in uint32 arithmetic; then ``idx mod T_l``
   (dense indices wrap too, because of the +0.5 shift).
 
-The pure-PyTorch path is a custom autograd function with a hand-written backward: the table
-gradient is accumulated with ``index_add_`` and, when ``x01`` requires grad (test-time pose
-refinement moves the sample points), the input gradient is the derivative of the trilinear
-weights (``± scale_l`` times the other two weights) times the corner features, summed over corners
-and levels. Double backward is not supported. On CPU the points are processed in chunks (the
-working set then stays in cache and no large temporaries are allocated), indices are int32 and
-the table gradient of ``F = 2`` features is scattered as one complex64 per entry.
+The pure-PyTorch path is a custom autograd function with a hand-written backward (first order
+only; double backward is not supported). Each level interpolates by three nested lerps (x, then
+y, then z: the weighted corner sum up to float rounding). The table gradient is accumulated with
+``index_add_``. When ``x01`` requires grad (test-time pose refinement moves the sample points),
+the forward also keeps d out / d x (``scale_l`` times the corner differences, interpolated along
+the other two axes) and the backward to the points is a small contraction. On CPU the points are
+processed in chunks (the working set stays in cache, no huge temporaries), indices are int32,
+features are gathered and scattered as one complex64 per pair of features, and the table gradient
+is scattered by several threads (levels own disjoint parts of the table).
 
 Training: the table is one 12 M-value parameter for the default config and every step touches a
 small part of it; ``torch.optim.Adam(params, fused=True)`` is about 5x faster than the default
-(foreach) Adam on CPU. Render without autograd (``torch.no_grad``) and eagerly (a compiled no-grad
-forward was slower in our measurements).
+(foreach) Adam on CPU. Render under ``torch.no_grad()`` (nothing is kept for a backward then), and
+eagerly: env-notes measured a compiled no-grad forward 6-8x slower than eager.
 
 Optional tiny-cuda-nn backend: with ``use_tcnn="auto"`` and ``tinycudann`` importable, CUDA inputs
 go through ``tcnn.Encoding`` (HashGrid, float32) sharing the same ``params`` Parameter;
@@ -41,6 +43,7 @@ import functools
 import importlib
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -168,11 +171,10 @@ class _Plan:
         L, Ld = layout.n_levels, layout.n_dense
         mask = (1 << layout.log2_hashmap_size) - 1
         res_max = max(layout.resolutions)
-        # int32 suffices when no intermediate reaches 2^31: hashed (res * (prime mod T)), dense
-        # (res + res^2 + res^3) and the global index. Reducing the primes modulo T first is exact
-        # because T is a power of two and only idx mod T is used.
-        fits32 = layout.n_entries < 2 ** 31 and (res_max + 1) * (mask + 1) < 2 ** 31 and \
-            all((r + 1) ** 3 < 2 ** 31 for r, h in zip(layout.resolutions, layout.hashed) if not h)
+        # int32 suffices when no intermediate reaches 2^31: hashed terms (<= res * (prime mod T)),
+        # dense global indices before the wrap (< offset + res + res^2 + res^3 < n_entries + 2 T).
+        # Reducing the primes modulo T first is exact: T is a power of two and only idx mod T is used.
+        fits32 = layout.n_entries + 2 * (mask + 1) < 2 ** 31 and (res_max + 1) * (mask + 1) < 2 ** 31
         self.itype = torch.int32 if fits32 else torch.int64
         strides = [[1, r, r * r] if not h else [p & mask for p in HASH_PRIMES]
                    for r, h in zip(layout.resolutions, layout.hashed)]
@@ -255,7 +257,8 @@ def _gather(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def _interpolate(f: torch.Tensor, frac: torch.Tensor, plan: _Plan, want_jac: bool):
-    """Trilinear interpolation as three nested lerps, and optionally its derivative.
+    """Trilinear interpolation as three nested lerps (= sum_c w_c f_c up to rounding) and optionally
+    its derivative.
 
     f: (L, 8, n, F) corner features (corner-major), frac: (L, 3, n).
     Returns out (L, n, F) and jac (L, 3, n, F) = d out / d x (None unless want_jac).
@@ -308,23 +311,28 @@ def _default_chunk(layout: GridLayout, device: torch.device) -> int:
     return max(256, _CHUNK_CORNERS // (8 * layout.n_levels))
 
 
-_pool: ThreadPoolExecutor | None = None
 #: Scatter the table gradient with this many CPU threads (None: torch.get_num_threads()).
 SCATTER_THREADS: int | None = None
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
-def _scatter_threads() -> int:
-    return max(1, SCATTER_THREADS if SCATTER_THREADS is not None else torch.get_num_threads())
+def _reset_pool() -> None:  # a forked child does not inherit the worker threads
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+os.register_at_fork(after_in_child=_reset_pool)
 
 
 def _run_parallel(jobs) -> None:
     """Run callables on worker threads (the first on this one); they must touch disjoint memory."""
-    global _pool
+    global _pool, _pool_size
     if len(jobs) == 1:
         jobs[0]()
         return
-    if _pool is None or _pool._max_workers < len(jobs) - 1:
-        _pool = ThreadPoolExecutor(max_workers=len(jobs) - 1, thread_name_prefix="hashgrid")
+    if _pool_size < len(jobs) - 1:
+        _pool, _pool_size = ThreadPoolExecutor(len(jobs) - 1, thread_name_prefix="hashgrid"), len(jobs) - 1
     futures = [_pool.submit(job) for job in jobs[1:]]
     jobs[0]()
     for f in futures:
@@ -337,7 +345,7 @@ def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Te
     if grad_table.device.type != "cpu":
         grad_table.index_add_(0, idx.reshape(-1), (w[..., None] * g[:, None]).reshape(-1, F))
         return
-    # CPU index_add_ on a 2-D tensor runs one small kernel per row; on 1-D it is a tight (serial)
+    # CPU index_add_ on a 2-D tensor runs one small kernel per row; on 1-D it is a tight serial
     # loop. Pairs of features travel as one complex number, so F = 2 is a single pass. Levels own
     # disjoint parts of the table, so groups of levels are scattered by parallel threads (the op
     # releases the GIL); interleaved groups balance cheap dense and expensive hashed levels.
@@ -346,7 +354,8 @@ def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Te
         g_c = g.contiguous().view(table_c.dtype)                          # (L, n, F/2)
     else:
         table_c, g_c = grad_table, g
-    k = min(_scatter_threads(), idx.shape[0])
+    threads = SCATTER_THREADS if SCATTER_THREADS is not None else torch.get_num_threads()
+    k = max(1, min(threads, idx.shape[0]))
     jobs = []
     for j in range(table_c.shape[1]):
         for group in range(k):
@@ -354,6 +363,45 @@ def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Te
             src_j = (w[group::k] * g_c[group::k, None, :, j]).reshape(-1)
             jobs.append(functools.partial(table_c[:, j].index_add_, 0, idx_j, src_j))
     _run_parallel(jobs)
+
+
+def _block(buf: torch.Tensor | None, i: int, shape: tuple) -> torch.Tensor | None:
+    """View of the chunk starting at point i in a flat buffer of back-to-back chunk blocks.
+    shape is the block's shape, with the chunk's point count n at position -1 or -2."""
+    if buf is None:
+        return None
+    size, n = math.prod(shape), shape[-1] if len(shape) == 3 else shape[-2]
+    start = i * (size // n)
+    return buf[start:start + size].view(shape)
+
+
+def _encode(x, params, layout: GridLayout, chunk: int, need_x: bool, need_p: bool):
+    """Forward pass chunk by chunk. x (N, 3) clamped, params' dtype.
+
+    Returns out (N, L*F) and what the backward needs: idx (L, 8, n) and frac (L, 3, n) blocks
+    when need_p (None when they would take more than SAVE_CORNERS_MAX_BYTES: recomputed), and
+    d out / d x blocks (L, 3, n, F) when need_x.
+    """
+    N, L, F = x.shape[0], layout.n_levels, layout.n_features_per_level
+    plan = _plan(layout, x.device, params.dtype)
+    table = params.view(-1, F)
+    out = torch.empty(N, L, F, dtype=params.dtype, device=x.device)
+    idx_bytes = torch.empty((), dtype=plan.itype).element_size()
+    save = need_p and N * L * (8 * idx_bytes + 3 * params.element_size()) <= SAVE_CORNERS_MAX_BYTES
+    idx_all = torch.empty(N * L * 8, dtype=plan.itype, device=x.device) if save else None
+    frac_all = torch.empty(N * L * 3, dtype=params.dtype, device=x.device) if save else None
+    jac_all = torch.empty(N * L * 3 * F, dtype=params.dtype, device=x.device) if need_x else None
+    for i in range(0, N, chunk):
+        xc = x[i:i + chunk]
+        n = xc.shape[0]
+        idx, frac = _cell(xc, plan, _block(idx_all, i, (L, 8, n)))
+        feats, jac = _interpolate(_gather(table, idx), frac, plan, need_x)
+        out[i:i + n] = feats.transpose(0, 1)
+        if need_x:
+            _block(jac_all, i, (L, 3, n, F)).copy_(jac)
+        if save:
+            _block(frac_all, i, (L, 3, n)).copy_(frac)
+    return out.view(N, L * F), idx_all, frac_all, jac_all
 
 
 class _HashGridFunction(torch.autograd.Function):
@@ -364,40 +412,21 @@ class _HashGridFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, params, layout, chunk):
-        N, L, F = x.shape[0], layout.n_levels, layout.n_features_per_level
-        need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        plan = _plan(layout, x.device, params.dtype)
-        table = params.view(-1, F)
-        out = torch.empty(N, L, F, dtype=params.dtype, device=x.device)
-        idx_bytes = 4 if plan.itype == torch.int32 else 8
-        save = need_p and N * L * (8 * idx_bytes + 3 * params.element_size()) <= SAVE_CORNERS_MAX_BYTES
-        idx_all = torch.empty(N * L * 8, dtype=plan.itype, device=x.device) if save else None
-        frac_all = torch.empty(N * L * 3, dtype=params.dtype, device=x.device) if save else None
-        jac_all = torch.empty(N * L * 3 * F, dtype=params.dtype, device=x.device) if need_x else None
-        for i in range(0, N, chunk):
-            xc = x[i:i + chunk]
-            n = xc.shape[0]
-            idx, frac = _cell(xc, plan, idx_all[i * L * 8:(i + n) * L * 8] if save else None)
-            feats, jac = _interpolate(_gather(table, idx), frac, plan, need_x)
-            out[i:i + n] = feats.transpose(0, 1)
-            if need_x:
-                jac_all[i * L * 3 * F:(i + n) * L * 3 * F].view(L, 3, n, F).copy_(jac)
-            if save:
-                frac_all[i * L * 3:(i + n) * L * 3].view(L, 3, n).copy_(frac)
+    def forward(ctx, x, params, layout, chunk, need_x, need_p):
+        out, idx_all, frac_all, jac_all = _encode(x, params, layout, chunk, need_x, need_p)
         ctx.save_for_backward(x, idx_all, frac_all, jac_all)
         ctx.layout, ctx.chunk, ctx.table_dtype = layout, chunk, params.dtype
-        return out.view(N, L * F)
+        ctx.need_x, ctx.need_p = need_x, need_p
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         x, idx_all, frac_all, jac_all = ctx.saved_tensors
-        layout, chunk, dtype = ctx.layout, ctx.chunk, ctx.table_dtype
-        need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        layout, chunk, dtype, need_x, need_p = ctx.layout, ctx.chunk, ctx.table_dtype, ctx.need_x, ctx.need_p
         N, L, F = x.shape[0], layout.n_levels, layout.n_features_per_level
         plan = _plan(layout, x.device, dtype)
-        grad_out = grad_out.to(dtype).view(N, L, F)
+        grad_out = grad_out.to(dtype).reshape(N, L, F)
         grad_table = torch.zeros(layout.n_entries, F, dtype=dtype, device=x.device) if need_p else None
         grad_x = torch.empty(N, 3, dtype=dtype, device=x.device) if need_x else None
         for i in range(0, N, chunk):
@@ -405,15 +434,13 @@ class _HashGridFunction(torch.autograd.Function):
             g = grad_out[i:i + n].transpose(0, 1)                            # (L, n, F)
             if need_p:
                 if idx_all is not None:
-                    idx = idx_all[i * L * 8:(i + n) * L * 8].view(L, 8, n)
-                    frac = frac_all[i * L * 3:(i + n) * L * 3].view(L, 3, n)
+                    idx, frac = _block(idx_all, i, (L, 8, n)), _block(frac_all, i, (L, 3, n))
                 else:
                     idx, frac = _cell(x[i:i + n], plan)
                 _scatter_table_grad(grad_table, idx, _weights(frac), g)
             if need_x:
-                jac = jac_all[i * L * 3 * F:(i + n) * L * 3 * F].view(L, 3, n, F)
-                grad_x[i:i + n] = torch.einsum("ldnf,lnf->nd", jac, g)
-        return grad_x, (grad_table.view(-1) if need_p else None), None, None
+                grad_x[i:i + n] = torch.einsum("ldnf,lnf->nd", _block(jac_all, i, (L, 3, n, F)), g)
+        return grad_x, (grad_table.view(-1) if need_p else None), None, None, None, None
 
 
 def hashgrid_encode(x01: torch.Tensor, params: torch.Tensor, layout: GridLayout, chunk: int | None = None):
@@ -430,9 +457,12 @@ def hashgrid_encode(x01: torch.Tensor, params: torch.Tensor, layout: GridLayout,
         raise ValueError(f"hash grid: table must be float32 or float64, got {params.dtype}")
     # clamp (documented): tcnn would wrap outside the unit cube; clamp's gradient masks those points
     x = x01.to(params.dtype).clamp(0.0, 1.0).contiguous()
-    if chunk is None:
-        chunk = _default_chunk(layout, x.device)
-    return _HashGridFunction.apply(x, params, layout, int(chunk))
+    chunk = int(chunk) if chunk else _default_chunk(layout, x.device)
+    need_x = torch.is_grad_enabled() and x.requires_grad
+    need_p = torch.is_grad_enabled() and params.requires_grad
+    if not (need_x or need_p):
+        return _encode(x, params.detach(), layout, chunk, False, False)[0]
+    return _HashGridFunction.apply(x, params, layout, chunk, need_x, need_p)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -380,3 +380,16 @@ def test_tcnn_selection(monkeypatch):
     assert HashGridEncoding(**cfg, use_tcnn="auto").backend_for(x) == "torch"
     with pytest.raises(RuntimeError, match="tinycudann"):
         HashGridEncoding(**cfg, use_tcnn="always")
+
+
+def test_no_grad_and_non_contiguous_grad_output():
+    enc = HashGridEncoding(4, 2, 10, 4, per_level_scale=2.0, init_scale=1.0, use_tcnn="never")
+    x = torch.rand(50, 3)
+    with torch.no_grad():
+        y0 = enc(x)
+    assert not y0.requires_grad
+    torch.testing.assert_close(y0, enc(x))
+    G = torch.randn(enc.n_output_dims, 50)
+    (g_t,) = torch.autograd.grad(enc(x).t(), enc.params, G)          # grad_out is a transposed view
+    (g_c,) = torch.autograd.grad(enc(x), enc.params, G.t().contiguous())
+    torch.testing.assert_close(g_t, g_c)

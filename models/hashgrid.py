@@ -56,8 +56,8 @@ _logger = logging.getLogger(__name__)
 
 #: tiny-cuda-nn's spatial hash primes ("CoherentPrime"; ``fast_hash`` in older versions), per axis.
 HASH_PRIMES = (1, 2654435761, 805459861)
-#: CPU chunk size in (point, level, corner) triples: 2^20 (8192 points at 16 levels) was fastest
-#: in bench/hashgrid.py (2^18 and 2^21 were 10-25 % slower).
+#: CPU chunk size in (point, level, corner) triples. Measured (train step, 2^16 points, 1 thread):
+#: 2^20 (8192 points at 16 levels) and 2^21 were fastest, 2^18 ~15 % and 2^22 ~25 % slower.
 _CHUNK_CORNERS = 1 << 20
 _USE_TCNN_CHOICES = ("auto", "never", "always")
 
@@ -520,10 +520,14 @@ class HashGridEncoding(nn.Module):
         self.chunk_size: int | None = None  # points per chunk of the pure path; None = automatic
         self.params = nn.Parameter(torch.empty(self.layout.n_params).uniform_(-init_scale, init_scale))
         self.use_tcnn = use_tcnn
-        self._tcnn = _import_tcnn() if use_tcnn != "never" else None
-        if use_tcnn == "always" and self._tcnn is None:
+        self._has_tcnn = use_tcnn != "never" and _import_tcnn() is not None
+        if use_tcnn == "always" and not self._has_tcnn:
             raise RuntimeError("hash grid: use_tcnn='always' but tinycudann cannot be imported")
         self._tcnn_encoding = None  # built lazily; deliberately not a registered submodule
+
+    def __getstate__(self):
+        # copies and pickles carry the table, not tcnn's native object (rebuilt on first use)
+        return {**self.__dict__, "_tcnn_encoding": None}
 
     def tcnn_config(self) -> dict:
         """The tinycudann encoding config equivalent to this grid."""
@@ -534,7 +538,7 @@ class HashGridEncoding(nn.Module):
 
     def backend_for(self, x01: torch.Tensor) -> str:
         """"tcnn" or "torch": the backend that forward uses for this input."""
-        if self._tcnn is not None and (self.use_tcnn == "always" or x01.is_cuda):
+        if self._has_tcnn and (self.use_tcnn == "always" or x01.is_cuda):
             return "tcnn"
         return "torch"
 
@@ -550,10 +554,11 @@ class HashGridEncoding(nn.Module):
             raise ValueError(f"hash grid: expected points of shape (N, 3), got {tuple(x01.shape)}")
         enc = self._tcnn_encoding
         if enc is None:
+            tcnn = importlib.import_module("tinycudann")
             try:
-                enc = self._tcnn.Encoding(3, self.tcnn_config(), dtype=torch.float32)
+                enc = tcnn.Encoding(3, self.tcnn_config(), dtype=torch.float32)
             except TypeError:  # older tinycudann: no dtype argument (fp16 output)
-                enc = self._tcnn.Encoding(3, self.tcnn_config())
+                enc = tcnn.Encoding(3, self.tcnn_config())
             if enc.params.numel() != self.params.numel():
                 raise RuntimeError(f"hash grid: tinycudann expects {enc.params.numel()} parameters, "
                                    f"the pure-PyTorch layout has {self.params.numel()}")

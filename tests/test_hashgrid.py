@@ -1,5 +1,6 @@
 """Hash grid: layout, corner indices/weights and outputs against an independent brute-force reference,
 gradients (gradcheck and autograd references), clamping, and the tiny-cuda-nn adapter (fake module)."""
+import copy
 import math
 import sys
 import types
@@ -362,6 +363,11 @@ def test_tcnn_adapter_with_fake_module(monkeypatch, with_dtype):
     enc.params = nn.Parameter(enc.params.detach().clone() * 2)
     enc(x)
     assert inst.params is enc.params
+    # copies carry the table, not the tcnn object (rebuilt on first use)
+    clone = copy.deepcopy(enc)
+    assert clone._tcnn_encoding is None
+    torch.testing.assert_close(clone(x), enc(x))
+    assert len(fake.Encoding.instances) == 2 and fake.Encoding.instances[1].params is clone.params
 
 
 def test_tcnn_selection(monkeypatch):

@@ -1,1 +1,2 @@
-"""Benchmark scripts (``python -m bench.<name>``): they print their numbers and write them to logs/bench/."""
+"""Benchmarks, one module per component: ``python -m bench.<name>``; numbers are printed and
+written to ``logs/bench/<name>*.txt``. Timings never appear in unit tests."""

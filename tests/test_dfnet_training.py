@@ -1,0 +1,237 @@
+"""DFNet training core on a tiny toy problem with a fake renderer."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from config.options import parse_args
+from models.dfnet import DFNet, load_dfnet
+from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_validation, _State, random_view_poses,
+                                   train_dfnet, triplet_loss)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+H = W = 32
+
+
+def _poses(n, g):
+    """Poses with random translations in ±1 m and rotations about y up to ±60 degrees."""
+    ang = (torch.rand(n, generator=g) * 2 - 1) * math.radians(60)
+    c, s = ang.cos(), ang.sin()
+    R = torch.zeros(n, 3, 3)
+    R[:, 0, 0], R[:, 0, 2], R[:, 1, 1], R[:, 2, 0], R[:, 2, 2] = c, s, 1, -s, c
+    t = torch.rand(n, 3, generator=g) * 2 - 1
+    return torch.cat([R, t[:, :, None]], -1)
+
+
+def _image(c2w):
+    """An image that encodes the pose: colour ramps whose slopes/offsets follow t and the yaw."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    t, yaw = c2w[:, :, 3], torch.atan2(c2w[:, 0, 2], c2w[:, 0, 0])
+    r = 0.5 + 0.25 * t[:, 0, None, None] + 0.2 * torch.sin(3 * xx + 2 * yaw[:, None, None])
+    gch = 0.5 + 0.25 * t[:, 1, None, None] + 0.2 * yy * torch.cos(yaw)[:, None, None]
+    b = 0.5 + 0.25 * t[:, 2, None, None] + 0.1 * torch.sin(4 * (xx + yy))
+    return torch.stack([r, gch, b], 1).clamp(0, 1)
+
+
+class FakeRenderer:
+    """Blurred, colour-shifted image of the requested pose; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, c2w, hist):
+        self.calls += len(c2w)
+        img = _image(c2w)
+        return (F.avg_pool2d(img, 3, 1, 1, count_include_pad=False) * 0.9 + 0.05).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    g = torch.Generator().manual_seed(0)
+    tr, va = _poses(24, g), _poses(12, g)
+    return DFNetTrainData(_image(tr), tr, torch.full((24, 10), 10.0), _image(va), va)
+
+
+def _cfg(**kw):
+    base = dict(epochs=6, batch_size=4, learning_rate=1e-3, rvs_refresh_rate=2, rvs_trans=0.2, rvs_rotation=5.0,
+                d_max=0.1, rvs_count=8, triplet_levels=(0,), patience=(100, 50), seed=3)
+    base.update(kw)
+    return DFNetTrainConfig(**base)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return DFNet(width=0.0625)
+
+
+# ----------------------------------------------------------------------------------------------
+def test_a_few_epochs_reduce_the_validation_error(toy_data, tmp_path):
+    net = _net()
+    res = train_dfnet(net, toy_data, FakeRenderer(), _cfg(triplet_crop=(16, 16)), tmp_path, device=torch.device("cpu"))
+    lines = (tmp_path / "val_log.txt").read_text().splitlines()
+    first, last = (dict(zip(lines[0].split(), map(float, ln.split()))) for ln in (lines[1], lines[-1]))
+    assert first["epoch"] == 0 and last["epoch"] == 6
+    assert last["val_mse"] < 0.5 * first["val_mse"]
+    assert last["median_t"] < first["median_t"]
+    assert res["epochs_run"] == 6 and not res["stopped"]
+    best = load_dfnet(tmp_path / "dfnet_best.pt", "cpu")  # usable as APR and feature extractor
+    assert best.width == 0.0625
+    assert best.predict_pose(toy_data.val_images[:2]).shape == (2, 3, 4)
+    assert best.extract_features(toy_data.val_images[:2]).shape == (2, 128, H, W)
+
+
+def test_pose_only_training_needs_no_renderer(toy_data, tmp_path):
+    cfg = _cfg(epochs=2, combine_loss_w=(1.0, 0.0, 0.0), rvs_loss_w=0.0)
+    res = train_dfnet(_net(), toy_data, None, cfg, tmp_path)
+    assert res["epochs_run"] == 2 and not (tmp_path / "train_renders.pt").exists()
+    with pytest.raises(ValueError, match="render_fn is required"):
+        train_dfnet(_net(), toy_data, None, _cfg(epochs=1), tmp_path / "b")
+
+
+# ----------------------------------------------------------------------------------------------
+def test_triplet_loss_zero_when_positives_much_closer_than_negatives():
+    L, B, C, Hh, Ww = 2, 4, 3, 5, 6
+    # Image b is the constant 2*b (row distance between images >= 2*sqrt(W) ≈ 4.9 > margin 1).
+    real = torch.arange(B, dtype=torch.float32).mul(2).view(1, B, 1, 1, 1).expand(L, B, C, Hh, Ww).clone()
+    syn = real + 0.01
+    assert triplet_loss(real, syn, margin=1.0).item() == 0.0
+
+
+def test_triplet_loss_value_when_negatives_are_not_far():
+    L, B, C, Hh, Ww = 1, 3, 2, 2, 4
+    real = torch.zeros(L, B, C, Hh, Ww)           # all real images identical -> d(real, rolled real) = 0
+    syn = real + 0.5                               # d_pos = 0.5 * sqrt(W) = 1 over each row of 4
+    # hardest negative distance is 0, so each triplet costs 1 - 0 + margin(1) = 2
+    assert triplet_loss(real, syn, margin=1.0).item() == pytest.approx(2.0, abs=1e-4)
+
+
+def test_triplet_loss_uses_the_hardest_of_the_four_negatives():
+    B, Ww = 2, 4
+    real = torch.zeros(1, B, 1, 1, Ww)
+    real[:, 1] = 10.0                              # real images far apart
+    syn = real.clone()
+    syn[:, 0] = 10.0 - 0.5                         # rendered image 0 sits right next to real image 1
+    d_pos0 = 0.5 * 0 + (10.0 - 0.5) * 2           # |syn0 - real0| over 4 samples = 9.5 * 2 = 19
+    d_neg0 = 0.5 * 2                               # |syn0 - real1| = 1 (anchor swap + rolled real)
+    expected = (max(0.0, d_pos0 - d_neg0 + 1.0) + max(0.0, 0.0 - 1.0 + 1.0)) / 2
+    # image 1: d_pos = 0, hardest negative = |real1 - syn0| = 1 -> max(0, 0 - 1 + 1) = 0
+    assert triplet_loss(real, syn, 1.0).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_triplet_loss_has_gradients_and_checks_shapes():
+    real = torch.randn(1, 4, 8, 3, 5, requires_grad=True)
+    syn = torch.randn(1, 4, 8, 3, 5)
+    triplet_loss(real, syn).backward()
+    assert real.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="expects two"):
+        triplet_loss(real[0], syn[0])
+
+
+# ----------------------------------------------------------------------------------------------
+def test_random_view_poses_within_bounds_and_valid():
+    g = torch.Generator().manual_seed(0)
+    src_poses = _poses(30, g)
+    trans, rot, d_max = 0.3, 7.0, 0.1
+    poses, src = random_view_poses(src_poses, 500, trans, rot, d_max, torch.Generator().manual_seed(1))
+    R, t = poses[:, :, :3].double(), poses[:, :, 3].double()
+    assert torch.allclose(R.transpose(1, 2) @ R, torch.eye(3, dtype=torch.float64).expand(500, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.det(R), torch.ones(500, dtype=torch.float64), atol=1e-5)
+    lo = src_poses[:, :, 3].amin(0) - d_max
+    hi = src_poses[:, :, 3].amax(0) + d_max
+    assert (t >= lo - 1e-6).all() and (t <= hi + 1e-6).all()
+    assert ((t - src_poses[src, :, 3]).abs() <= trans + 1e-6).all()
+    # Each world-axis angle is within ±rot, so the total angle is at most 3*rot and the jitter is used.
+    dR = R @ src_poses[src, :, :3].double().transpose(1, 2)
+    ang = torch.rad2deg(torch.arccos(((dR.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)))
+    assert ang.max() <= 3 * rot + 1e-3 and ang.max() > rot / 2
+    # Same generator seed -> same poses.
+    again, _ = random_view_poses(src_poses, 500, trans, rot, d_max, torch.Generator().manual_seed(1))
+    assert torch.equal(again, poses)
+
+
+def test_random_view_positions_are_clamped_to_the_bbox():
+    base = torch.eye(3, 4).expand(4, 3, 4).clone()
+    base[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    poses, _ = random_view_poses(base, 200, 50.0, 0.0, 0.5, torch.Generator().manual_seed(0))
+    x = poses[:, 0, 3]
+    assert x.min() == pytest.approx(-0.5) and x.max() == pytest.approx(3.5)
+    assert (poses[:, 1:, 3].abs() <= 0.5 + 1e-6).all()
+
+
+# ----------------------------------------------------------------------------------------------
+def test_early_stopping_and_plateau_bookkeeping(tmp_path):
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=1.0)
+    cfg = _cfg(patience=(3, 1))
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.patience[1])
+    st = _State()
+    lrs = []
+    for epoch, v in enumerate([1.0, 0.5, 0.6, 0.6, 0.7, 0.4, 0.9, 0.9, 0.9], start=1):
+        st.epoch = epoch
+        _after_validation(net, sched, st, {"val_mse": v}, cfg, tmp_path)
+        lrs.append(opt.param_groups[0]["lr"])
+        if st.stopped:
+            break
+    # best 0.5 at epoch 2; epochs 3, 4 bad -> LR x0.95 at the 2nd bad validation (patience 1);
+    # epoch 5 bad (3rd) -> early stop with patience 3.
+    assert st.best_epoch == 2 and st.best == 0.5 and st.epoch == 5 and "early stopping" in st.stopped
+    assert lrs == pytest.approx([1.0, 1.0, 1.0, 0.95, 0.95])
+    assert (tmp_path / "dfnet_best.pt").is_file()
+
+
+def test_training_stops_early_when_validation_does_not_improve(toy_data, tmp_path):
+    cfg = _cfg(epochs=20, learning_rate=0.0, patience=(3, 1))
+    res = train_dfnet(_net(), toy_data, FakeRenderer(), cfg, tmp_path)
+    assert res["best_epoch"] == 1 and res["epochs_run"] == 4 and "early stopping" in res["stopped"]
+
+
+# ----------------------------------------------------------------------------------------------
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_the_same_weights(toy_data, tmp_path):
+    cfg = _cfg(epochs=5, save_every=2, rvs_refresh_rate=2)
+    ref = _net()
+    train_dfnet(ref, toy_data, FakeRenderer(), cfg, tmp_path / "ref")
+
+    def crash_after_3(epoch, rec):
+        if epoch == 3:
+            raise _Interrupt  # checkpoint of epoch 2 on disk, epoch 3 is lost
+    with pytest.raises(_Interrupt):
+        train_dfnet(_net(), toy_data, FakeRenderer(), cfg, tmp_path / "run", on_epoch_end=crash_after_3)
+    renderer = FakeRenderer()
+    resumed = _net(seed=123)  # different init: everything must come from the checkpoint
+    res = train_dfnet(resumed, toy_data, renderer, cfg, tmp_path / "run")
+    assert res["epochs_run"] == 5
+    assert renderer.calls == cfg.rvs_count * 2  # RVS sets of epochs 3-4 and 5; training renders cached
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+    epochs = [int(float(ln.split()[0])) for ln in (tmp_path / "run" / "val_log.txt").read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2, 3, 4, 5]
+    # A finished run re-run does nothing more.
+    again = train_dfnet(resumed, toy_data, FakeRenderer(), cfg, tmp_path / "run")
+    assert again["epochs_run"] == 5
+
+
+# ----------------------------------------------------------------------------------------------
+def test_config_from_args_and_data_checks():
+    args = parse_args(["--epochs", "7", "--learning_rate", "3e-4", "--triplet_levels", "0", "--triplet_crop", "24", "32",
+                       "--rvs_loss_w", "0.5", "--dfnet_time_budget", "4.5"])
+    cfg = DFNetTrainConfig.from_args(args)
+    assert (cfg.epochs, cfg.learning_rate, cfg.triplet_levels, cfg.triplet_crop) == (7, 3e-4, (0,), (24, 32))
+    assert cfg.rvs_loss_w == 0.5 and cfg.time_budget_min == 4.5
+    with pytest.raises(ValueError, match="triplet_levels"):
+        DFNetTrainConfig.from_args(parse_args(["--triplet_levels", "3"]))
+    with pytest.raises(ValueError, match="poses must be"):
+        DFNetTrainData(torch.rand(2, 3, 8, 8), torch.rand(2, 12), torch.rand(2, 10), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4))

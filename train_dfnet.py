@@ -1,0 +1,107 @@
+"""Train the DFNet APR + feature extractor, rendering with a stage-1 NeFeS (spec §2.1).
+
+    python train_dfnet.py --config CFG [--ft_path logs/<exp>/<nefes checkpoint>]
+
+Reads the scene with the project's loaders (APR-frame poses), renders the training poses and the
+random views with the NeFeS from ``ft_path`` (APR -> NeRF frame, render at working size / tinyscale,
+ACT colour, bilinear upsampling to the working size) and runs :func:`models.dfnet_training.train_dfnet`.
+Validation (early stopping, best model) uses the test split, as the original DFNet training did.
+
+Writes ``<basedir>/<expname>/dfnet_best.pt`` (use it as ``pretrain_model_path`` and
+``pretrain_featurenet_path``), ``dfnet_last.tar`` (resume: re-run the same command), ``val_log.txt``.
+With ``combine_loss_w 1 0 0`` and ``rvs_loss_w 0`` no renderer is needed (plain pose regression).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from config.options import get_device, parse_args, save_config, setup_logging
+from dataset_loaders.poses import apr_to_nerf
+from models.dfnet import DFNet
+from models.dfnet_training import DFNetTrainConfig, DFNetTrainData, RenderFn, train_dfnet
+
+_logger = logging.getLogger("train_dfnet")
+
+
+def make_nefes_render_fn(model, scene, args, device) -> RenderFn:
+    """``render_fn(c2w_apr (B,3,4), hist (B,10)) -> (B,3,H,W)`` in [0, 1] at the working size."""
+    from models.renderer import render_image  # lazy: only needed when views are rendered
+
+    h, w, focal = scene.render_size(args.tinyscale)
+    H, W = scene.H, scene.W
+    model.eval()
+
+    @torch.no_grad()
+    def render(c2w_apr: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        c2w_nerf = apr_to_nerf(c2w_apr.to(device=device, dtype=torch.float32), scene.world_setup)
+        out = render_image(model, c2w_nerf, h, w, focal, scene.near, scene.far, hist.to(device), fuse=False,
+                           N_samples=args.N_samples, N_importance=args.N_importance,
+                           transient=args.transient_at_test, chunk=args.chunk, netchunk=args.netchunk)
+        rgb = out["rgb"]  # (B, 3, h, w) after the ACT
+        if (h, w) != (H, W):
+            rgb = F.interpolate(rgb, size=(H, W), mode="bilinear", align_corners=False)
+        return rgb.clamp(0, 1)
+
+    return render
+
+
+def _scene_data(scene) -> DFNetTrainData:
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return DFNetTrainData(scene.train.images(), as_t(scene.train.poses), as_t(scene.train.hists),
+                          scene.test.images(), as_t(scene.test.poses))
+
+
+def run(args) -> dict:
+    device = get_device(args.device)
+    torch.manual_seed(args.seed)
+    cfg = DFNetTrainConfig.from_args(args)
+    out_dir = Path(args.basedir) / args.expname
+    save_config(args, out_dir)
+
+    from dataset_loaders import load_scene  # lazy: the loaders are a separate module family
+    scene = load_scene(args)
+    data = _scene_data(scene)
+    _logger.info("DFNet training on %d frames (%dx%d), validating on %d", len(data.train_images),
+                 scene.H, scene.W, len(data.val_images))
+
+    render_fn = None
+    if cfg.uses_renders or cfg.rvs_loss_w > 0:
+        if not args.ft_path or not Path(args.ft_path).is_file():
+            raise ValueError(f"ft_path='{args.ft_path or ''}': a stage-1 NeFeS checkpoint is needed to render "
+                             "training views (or train without renders: --combine_loss_w 1 0 0 --rvs_loss_w 0)")
+        from models.nefes import load_nefes
+        nefes, _ = load_nefes(args.ft_path, device, args)
+        render_fn = make_nefes_render_fn(nefes, scene, args, device)
+
+    net = DFNet(width=args.dfnet_width, imagenet_init=args.imagenet_init)
+    res = train_dfnet(net, data, render_fn, cfg, out_dir, device=device)
+    b = res["best_val"]
+    print(f"DFNet: best epoch {res['best_epoch']} of {res['epochs_run']}: median "
+          f"{b.get('median_t', float('nan')):.3f} m / {b.get('median_r', float('nan')):.2f} deg"
+          + (f" ({res['stopped']})" if res["stopped"] else ""))
+    print(f"use --pretrain_model_path {res['best_path']} --pretrain_featurenet_path {res['best_path']}")
+    return res
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        run(args)
+    except ValueError as e:  # the project's input errors (dataset, checkpoints, config) all subclass it
+        _logger.debug("details", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

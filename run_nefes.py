@@ -54,7 +54,8 @@ def render_test(args, scene, device, expdir: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from dataset_loaders import DatasetError, load_scene, save_pose_avg_stats
+    from dataset_loaders import DatasetError, load_scene
+    from dataset_loaders.scene import save_pose_avg_stats
     from models.trainer import train
     device = get_device(args.device)
     try:

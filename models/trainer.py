@@ -107,7 +107,7 @@ def build_targets(split, scene, tinyscale: float, featnet=None, device="cpu", ba
         feat = torch.cat(chunks).to(device)
     c2w = torch.as_tensor(poses.apr_to_nerf(split.poses, scene.world_setup), dtype=torch.float32)
     mask = None if getattr(split, "masks", None) is None else torch.as_tensor(split.masks, dtype=torch.bool)
-    return Targets(c2w.to(device), split.hists().float().to(device), rgb.permute(0, 2, 3, 1).contiguous().to(device),
+    return Targets(c2w.to(device), split.hists.float().to(device), rgb.permute(0, 2, 3, 1).contiguous().to(device),
                    feat, None if mask is None else mask.to(device), h, w, focal,
                    scene.near, scene.far)
 

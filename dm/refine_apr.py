@@ -1,0 +1,110 @@
+"""``pose_only=2``: APR + NeFeS (spec §5.1), the paper's "DFNet + NeFeS50".
+
+For each query independently: copy the original APR, run ``opt_iter`` Adam steps on the copy's
+weights minimising the cosine feature loss between the query's DFNet features and NeFeS features
+rendered at the copy's predicted pose, then predict again. A PSNR/SSIM verification step (7-Scenes)
+keeps the APR's own prediction when the rendered image did not get closer to the query.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dataset_loaders import poses
+from models import geometry
+from models.losses import feature_cosine_loss, psnr, ssim
+from models.renderer import render_image
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderCamera:
+    """Where and how NeFeS renders for refinement (NeRF frame)."""
+    h: int                  # render size = working size // tinyscale
+    w: int
+    focal: float            # at the render size
+    near: float
+    far: float
+    world_setup: poses.WorldSetup
+    N_samples: int = 64
+    N_importance: int = 64
+    transient: bool = True  # transient_at_test
+    chunk: int = 1024 * 32
+    netchunk: int = 1024 * 64 * 32
+
+    def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
+        """Render colour, features and fused features at an APR-frame pose (differentiable)."""
+        c2w_nerf = poses.apr_to_nerf(c2w_apr, self.world_setup)
+        return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=True,
+                            N_samples=self.N_samples, N_importance=self.N_importance, transient=self.transient,
+                            chunk=self.chunk, netchunk=self.netchunk)
+
+
+@dataclass
+class APRRefineSettings:
+    opt_iter: int = 50
+    learning_rate: float = 1e-5
+    svd_reg: bool = True
+    per_pixel: bool = False
+    crop: int = 10                  # pixels dropped on every border (working resolution)
+    verification: bool = True       # not no_verification_step
+
+
+def predict(apr, img: torch.Tensor, svd_reg: bool) -> torch.Tensor:
+    """(1, 3, H, W) -> (3, 4) APR-frame pose, SVD-orthonormalised (differentiably) when ``svd_reg``."""
+    pose = apr(img)[0]
+    return geometry.orthonormalize_pose(pose) if svd_reg else pose
+
+
+def _crop(x: torch.Tensor, c: int) -> torch.Tensor:
+    return x[..., c:x.shape[-2] - c, c:x.shape[-1] - c] if c > 0 else x
+
+
+def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_feat: torch.Tensor,
+                    cam: RenderCamera, s: APRRefineSettings) -> tuple[torch.Tensor, dict]:
+    """Refine one query by fine-tuning a fresh copy of ``apr``.
+
+    Args:
+        img: (1, 3, H, W) query at the working size, in [0, 1]. hist: (10,) its histogram.
+        target_feat: (1, 128, H, W) DFNet level-0 features of the query (computed once, no grad).
+    Returns:
+        ((3, 4) refined APR-frame pose, info dict: losses, psnr/ssim at the first and last checked
+        iterations, whether the verification step reverted to the APR prediction).
+    """
+    H, W = img.shape[-2:]
+    model = copy.deepcopy(apr)
+    model.train()   # as the original (no effect on DFNet's pose path; BN-based APRs use batch stats)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate)
+    target = _crop(target_feat, s.crop)
+    img_c = _crop(img, s.crop)
+    losses, checks = [], {}
+    # iteration i renders the pose after i updates: compare 0 with opt_iter-1 (49 of 50, as the original)
+    check_at = {0, s.opt_iter - 1} if s.verification else set()
+    for it in range(s.opt_iter):
+        pose = predict(model, img, s.svd_reg)
+        out = cam.render(nefes, pose, hist)
+        fused = F.interpolate(out["fused"], size=(H, W), mode="bicubic", align_corners=False)
+        loss = feature_cosine_loss(_crop(fused, s.crop)[0], target[0], per_pixel=s.per_pixel)
+        if it in check_at:
+            with torch.no_grad():
+                rgb = _crop(F.interpolate(out["rgb"], size=(H, W), mode="bicubic", align_corners=False), s.crop)
+                checks[it] = (psnr(rgb, img_c).item(), ssim(rgb, img_c).item())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        refined = predict(model, img, True)
+        initial = predict(apr, img, True)
+    info = {"losses": losses, "reverted": False}
+    if s.verification and len(checks) == 2:
+        (p0, s0), (p1, s1) = checks[0], checks[max(checks)]
+        info.update(psnr0=p0, ssim0=s0, psnr1=p1, ssim1=s1)
+        if p1 < p0 or s1 < s0:   # the render did not get closer to the query: keep the APR pose
+            refined, info["reverted"] = initial, True
+    return refined.detach(), info

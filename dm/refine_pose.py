@@ -1,0 +1,54 @@
+"""``pose_only=3``: direct SE(3) pose refinement (spec §5.2), without lietorch.
+
+Per query, a tangent update ``xi = (t, r)`` (translation first) starting at zero is optimised with
+Adam (``lr_t`` for t, ``lr_r`` for r). The pose is ``R = R_E · R_init``, ``t = t_E + t_init`` with
+``E = exp(xi) = [exp(r) | V(r) t]`` — the translation semantics of the original's lietorch path.
+The loss compares fused NeFeS features with the query's DFNet features at the render size
+(no upsampling, no border crop), as the original.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models import geometry
+from models.losses import feature_cosine_loss
+
+
+@dataclass
+class PoseRefineSettings:
+    opt_iter: int = 50
+    lr_r: float = 0.01
+    lr_t: float = 0.1
+    per_pixel: bool = False
+
+
+def apply_update(xi: torch.Tensor, c2w_init: torch.Tensor) -> torch.Tensor:
+    """(6,) tangent (t, r) and (3, 4) initial APR-frame pose -> (3, 4) updated pose."""
+    E = geometry.se3_exp(xi)
+    return torch.cat([E[:, :3] @ c2w_init[:, :3], (E[:, 3] + c2w_init[:, 3])[:, None]], dim=1)
+
+
+def refine_pose(c2w_init: torch.Tensor, nefes, hist: torch.Tensor, target_feat: torch.Tensor, cam,
+                s: PoseRefineSettings) -> tuple[torch.Tensor, dict]:
+    """Refine one APR-frame pose (3, 4). ``target_feat``: (1, 128, h, w) query features at the render size.
+
+    Returns ((3, 4) refined pose, info with the loss curve).
+    """
+    c2w_init = c2w_init.detach()
+    t = torch.zeros(3, dtype=c2w_init.dtype, device=c2w_init.device, requires_grad=True)
+    r = torch.zeros(3, dtype=c2w_init.dtype, device=c2w_init.device, requires_grad=True)
+    opt = torch.optim.Adam([{"params": [r], "lr": s.lr_r}, {"params": [t], "lr": s.lr_t}])
+    losses = []
+    for _ in range(s.opt_iter):
+        pose = apply_update(torch.cat([t, r]), c2w_init)
+        out = cam.render(nefes, pose, hist)
+        loss = feature_cosine_loss(out["fused"][0], target_feat[0], per_pixel=s.per_pixel)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        refined = apply_update(torch.cat([t, r]), c2w_init)
+    return refined, {"losses": losses}

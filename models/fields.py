@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encodings import FrequencyEncoding, SphericalHarmonics
+from models.hashgrid import HashGridEncoding
 
 _logger = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ class HashGridField(_FieldBase):
                  hidden: int = 64, geo_dim: int = 15, feat_dim: int = FEAT_DIM, use_tcnn: str = "auto",
                  density_bias: float = -1.0):
         super().__init__()
-        from models.hashgrid import HashGridEncoding   # imported here: the paper field must not need it
         self.has_transient, self.feat_dim = bool(transient), int(feat_dim)
         self.density_bias = float(density_bias)
         box = torch.as_tensor(scene_box, dtype=torch.float32).reshape(2, 3)

@@ -204,5 +204,9 @@ def test_hashgrid_field_outputs_and_box():
     coarse = HashGridField(box, transient=False, hash_level=2, log2_hashmap_size=10, base_resolution=4,
                            finest_resolution=8, hidden=16)
     assert "sigma_t" not in coarse(x, d)
+    with torch.no_grad():                                   # saturated density: finite, still 0 outside
+        f.sigma_net[2].bias[0] = 500.0
+    sig = f.density(x)
+    assert torch.isfinite(sig).all() and (sig[2:] == 0).all()
     with pytest.raises(ValueError, match="scene_box"):
         HashGridField(torch.tensor([[0.0, 0, 0], [1, 0, 1]]), transient=False)

@@ -264,10 +264,11 @@ def autograd_reference(x, table, lay):
 
 
 @pytest.mark.parametrize("cfg", SMALL_CONFIGS)
-@pytest.mark.parametrize("save", [True, False])
-def test_gradients_match_autograd_reference(cfg, save, monkeypatch):
+@pytest.mark.parametrize("save,threads", [(True, 3), (False, 1)])
+def test_gradients_match_autograd_reference(cfg, save, threads, monkeypatch):
     if not save:
         monkeypatch.setattr(hg, "SAVE_CORNERS_MAX_BYTES", 0)   # backward recomputes the corners
+    monkeypatch.setattr(hg, "SCATTER_THREADS", threads)          # level groups scattered in parallel
     gen = torch.Generator().manual_seed(4)
     lay = grid_layout(*cfg)
     table = torch.randn(lay.n_params, generator=gen).requires_grad_()

@@ -4,7 +4,7 @@ Measures, for the paper field (``nefes_mlp``) and the tiny hash-grid config (:da
 
 1. field forward+backward throughput (samples/s) at a few batch sizes;
 2. a 60x80 render with features + fusion (no grad) at the paper sampling (64+64, union) and at the
-   fast setting (hash grid: 32 coarse + 16 fine-only samples);
+   fast setting (hash grid: 32 coarse + 8 fine-only samples);
 3. render + backward to the pose (the core of one test-time refinement iteration) at 30x40 and 60x80;
 4. one training step (2048 rays, forward + backward + fused Adam);
 5. optionally (``--train-seconds S``) a timed training run of the tiny hash grid on the analytic room
@@ -38,7 +38,7 @@ TINY_HASHGRID = dict(field_type="hashgrid", hash_level=8, hash_features=2, log2_
                      finest_resolution=512, hg_hidden=64, hg_geo_dim=15, hg_coarse_level=2,
                      hg_coarse_log2_hashmap_size=16, hg_coarse_finest_resolution=64, hg_coarse_hidden=32,
                      fine_only=True, use_fusion_res=False, no_fusion_BN=False, feat_dim=128)
-FAST_SAMPLES = (32, 16)       # hash grid: coarse samples, fine-only samples
+FAST_SAMPLES = (32, 8)        # hash grid: coarse samples, fine-only samples
 PAPER_SAMPLES = (64, 64)
 
 # ==============================================================================================
@@ -175,7 +175,7 @@ def bench_device(device, log, quick=False) -> dict:
             log(f"[{device.type}] {kind:9s} field fwd+bwd {n:6d} samples: {t * 1e3:8.1f} ms  ({n / t:,.0f} samples/s)")
         # 2. 60x80 feature render (+fusion), no grad
         settings = [("paper 64+64", PAPER_SAMPLES, False)]
-        settings.append(("fast 32+16 fine-only", FAST_SAMPLES, True) if kind == "hashgrid" else
+        settings.append(("fast 32+8 fine-only", FAST_SAMPLES, True) if kind == "hashgrid" else
                         ("fast 32+32", (32, 32), False))
         for name, (ns, ni), fo in settings:
             if kind == "nefes_mlp" and quick and ns == 64:
@@ -292,7 +292,7 @@ def main(argv=None):
         if a.train_seconds > 0:
             train_room(dev, a.train_seconds, log)
     cpu = results["cpu"]
-    log(f"hashgrid 60x80 feature render: {cpu['hashgrid render 60x80 fast 32+16 fine-only']:.2f} s; "
+    log(f"hashgrid 60x80 feature render: {cpu['hashgrid render 60x80 fast 32+8 fine-only']:.2f} s; "
         f"fwd+bwd {max(v for k, v in cpu.items() if k.startswith('hashgrid fwd+bwd')):,.0f} samples/s")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def get_encoder(name: str, **cfg) -> tuple[nn.Module, int]:
     elif name == "sh":
         enc = SphericalHarmonics(**cfg)
     elif name == "hashgrid":
-        from models.hashgrid import HashGridEncoding  # imported lazily: heavy and optional for the MLP field
+        from models.hashgrid import HashGridEncoding  # lazy: models.hashgrid imports nothing from here
         enc = HashGridEncoding(**cfg)
     else:
         raise ValueError(f"unknown encoding '{name}' (expected frequency, sh or hashgrid)")

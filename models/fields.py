@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.encodings import FrequencyEncoding, SphericalHarmonics
+from models.hashgrid import HashGridEncoding
 
 _logger = logging.getLogger(__name__)
 
@@ -113,12 +114,13 @@ class NeFeSMLPField(_FieldBase):
 # Hash-grid field (default for training new scenes).
 # ==============================================================================================
 class _TruncExp(torch.autograd.Function):
-    """exp(x) with the gradient computed from exp(clamp(x, max=15)) (instant-ngp's density activation)."""
+    """exp(x) whose gradient uses exp(clamp(x, max=15)) (instant-ngp's density activation: large
+    densities cannot produce huge gradients)."""
 
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return torch.exp(x)
+        return torch.exp(x.clamp(max=80.0))         # finite in float32 (exp(89) overflows)
 
     @staticmethod
     def backward(ctx, g):
@@ -134,7 +136,13 @@ class HashGridField(_FieldBase):
     """Multiresolution hash encoding + small MLP heads, same outputs as the paper field.
 
     Positions are mapped to [0, 1]^3 per axis by the scene box ``(2, 3)`` (min, max corner, NeRF frame);
-    density is zero outside the box. View directions use real spherical harmonics of degree 4.
+    density is zero outside the box. View directions use real spherical harmonics of degree 4 (16 values,
+    cheaper than the 27-d PE). Layout: ``sigma_net`` (grid -> hidden -> 1 + geo_dim), density
+    ``trunc_exp(raw + density_bias)`` (instant-ngp's activation: converges much faster than the paper
+    field's Softplus on a hash grid); ``color_net`` ([geo, SH] -> hidden -> hidden) gives ``h`` and the
+    linear ``static_rgb`` head (3 colour + 128 feature, unbounded as in the paper); the fine field's
+    ``transient_net`` ([geo, SH] -> hidden/2 -> hidden/2) feeds ``transient_out``: Softplus density
+    (shifted by -2 so it starts small), Sigmoid colour, Softplus beta.
 
     Args:
         scene_box: ``(2, 3)`` tensor, NeRF-frame axis-aligned bounds of the sampled space.
@@ -151,7 +159,6 @@ class HashGridField(_FieldBase):
                  hidden: int = 64, geo_dim: int = 15, feat_dim: int = FEAT_DIM, use_tcnn: str = "auto",
                  density_bias: float = -1.0):
         super().__init__()
-        from models.hashgrid import HashGridEncoding   # imported here: the paper field must not need it
         self.has_transient, self.feat_dim = bool(transient), int(feat_dim)
         self.density_bias = float(density_bias)
         box = torch.as_tensor(scene_box, dtype=torch.float32).reshape(2, 3)
@@ -187,7 +194,7 @@ class HashGridField(_FieldBase):
     def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u, inside = self._to_unit(x)
         raw = self.sigma_net(self.encoding(u))
-        sigma = trunc_exp(raw[:, 0] + self.density_bias) * inside.to(raw.dtype)
+        sigma = torch.where(inside, trunc_exp(raw[:, 0] + self.density_bias), torch.zeros_like(raw[:, 0]))
         return sigma, raw[:, 1:]
 
     def density(self, x: torch.Tensor) -> torch.Tensor:

@@ -147,7 +147,8 @@ def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, per
                                linear_heads)
 
     mids = 0.5 * (z_c[:, 1:] + z_c[:, :-1])
-    z_f = sample_pdf(mids, w_c[:, 1:-1], N_importance, det=not perturb, generator=generator)
+    z_f = sample_pdf(mids, w_c[:, 1:-1], N_importance, det=not perturb, generator=generator,
+                     det_midpoints=fine_only)
     z, _ = torch.sort(z_f if fine_only else torch.cat([z_c, z_f], dim=-1), dim=-1)
     z = z.detach()                                                             # (R, S)
     pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]               # (R, S, 3)
@@ -200,7 +201,8 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
         linear_heads: composite the hidden vector, then apply the linear colour/feature head (exact).
         fine_only: evaluate the fine field on the N_importance samples only instead of the sorted
             union with the coarse samples (faster; ``None``: the model's ``fine_only`` attribute,
-            stored in its hparams; always False for the paper field).
+            stored in its hparams; always False for the paper field). Deterministic fine samples then
+            use the pdf's quantile midpoints ``(i + 0.5) / n`` instead of ``linspace(0, 1, n)``.
     Returns:
         dict: ``rgb (R,3)`` raw fine colour (before ACT), ``feat (R,128)``, ``depth (R,)``, ``acc (R,)``;
         with the transient branch also ``beta (R,)`` and ``transient_sigmas (R,S)``; with

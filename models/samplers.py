@@ -40,14 +40,16 @@ def _uniform(shape, generator, device, dtype):
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, det: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, det_midpoints: bool = False) -> torch.Tensor:
     """Inverse-CDF sampling of a piecewise-constant pdf (NeRF's hierarchical sampling).
 
     Args:
         bins: ``(R, M+1)`` bin edges (the renderer passes the midpoints of the coarse depths).
         weights: ``(R, M)`` non-negative bin weights (the renderer passes coarse weights 1..S-2).
         n_samples: samples per ray.
-        det: ``u = linspace(0, 1, n)`` (test time) instead of ``u ~ U(0, 1)``.
+        det: ``u = linspace(0, 1, n)`` (test time, as the original) instead of ``u ~ U(0, 1)``.
+        det_midpoints: with ``det``, use ``u = (i + 0.5) / n`` instead: no sample is spent on the
+            ends of the pdf's support (used when the fine field sees the fine samples only).
     Returns:
         ``(R, n_samples)`` depths, **detached** (gradients never flow through the sample positions).
     """
@@ -56,7 +58,9 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_samples: int, det: b
     pdf = w / w.sum(dim=-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, dim=-1)], dim=-1)   # (R, M+1)
     R = cdf.shape[0]
-    if det:
+    if det and det_midpoints:
+        u = ((torch.arange(n_samples, device=cdf.device, dtype=cdf.dtype) + 0.5) / n_samples).expand(R, n_samples)
+    elif det:
         u = torch.linspace(0.0, 1.0, n_samples, device=cdf.device, dtype=cdf.dtype).expand(R, n_samples)
     else:
         u = _uniform((R, n_samples), generator, cdf.device, cdf.dtype)

@@ -45,6 +45,15 @@ def test_frequency_encoding_layout():
     assert get_encoder("frequency", n_freqs=4)[1] == 27
 
 
+def test_get_encoder_factory():
+    enc, n = get_encoder("hashgrid", n_levels=3, n_features_per_level=2, log2_hashmap_size=10,
+                         base_resolution=4, finest_resolution=16)
+    assert n == 6 and enc(torch.rand(5, 3)).shape == (5, 6)
+    assert get_encoder("sh", degree=3)[1] == 9
+    with pytest.raises(ValueError, match="unknown encoding"):
+        get_encoder("fourier")
+
+
 def test_spherical_harmonics_orthonormal():
     # Fibonacci-sphere quadrature: integral of Y_i Y_j over the sphere = delta_ij
     n = 20000
@@ -180,7 +189,6 @@ def test_fusion_normalises_colour_and_residual():
 
 # ---------------------------------------------------------------------------------------------- hash grid
 def test_hashgrid_field_outputs_and_box():
-    pytest.importorskip("models.hashgrid")
     from models.fields import HashGridField
     box = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 2.0, 3.0]])
     f = HashGridField(box, transient=True, hash_level=4, log2_hashmap_size=12, base_resolution=4,
@@ -196,5 +204,9 @@ def test_hashgrid_field_outputs_and_box():
     coarse = HashGridField(box, transient=False, hash_level=2, log2_hashmap_size=10, base_resolution=4,
                            finest_resolution=8, hidden=16)
     assert "sigma_t" not in coarse(x, d)
+    with torch.no_grad():                                   # saturated density: finite, still 0 outside
+        f.sigma_net[2].bias[0] = 500.0
+    sig = f.density(x)
+    assert torch.isfinite(sig).all() and (sig[2:] == 0).all()
     with pytest.raises(ValueError, match="scene_box"):
         HashGridField(torch.tensor([[0.0, 0, 0], [1, 0, 1]]), transient=False)

@@ -156,12 +156,15 @@ def test_corner_indices_and_weights_brute_force(cfg):
     x = torch.cat([border_points(scales, gen), torch.rand(12, 3, generator=gen)])
     idx, w = hg.corner_indices_and_weights(x, lay)
     assert idx.shape == (len(x), cfg[0], 8) and idx.dtype == torch.int64
+    on_border = 0
     for n in range(len(x)):
         for level in range(cfg[0]):
             ref = ref_corners(x[n].numpy(), scales[level], res[level], sizes[level])
             got_idx = (idx[n, level] - lay.offsets[level]).tolist()
             assert got_idx == [r[0] for r in ref], (n, level)
             np.testing.assert_allclose(w[n, level].numpy(), [r[1] for r in ref], rtol=0, atol=1e-7)
+            on_border += any(r[1] == 0 for r in ref)   # some coordinate exactly on a cell border
+    assert on_border >= 5
     # weights are a partition of unity; every index inside its level's table
     torch.testing.assert_close(w.sum(-1), torch.ones(len(x), cfg[0]))
     lo = torch.tensor(lay.offsets[:-1])[None, :, None]
@@ -261,10 +264,11 @@ def autograd_reference(x, table, lay):
 
 
 @pytest.mark.parametrize("cfg", SMALL_CONFIGS)
-@pytest.mark.parametrize("save", [True, False])
-def test_gradients_match_autograd_reference(cfg, save, monkeypatch):
+@pytest.mark.parametrize("save,threads", [(True, 3), (False, 1)])
+def test_gradients_match_autograd_reference(cfg, save, threads, monkeypatch):
     if not save:
         monkeypatch.setattr(hg, "SAVE_CORNERS_MAX_BYTES", 0)   # backward recomputes the corners
+    monkeypatch.setattr(hg, "SCATTER_THREADS", threads)          # level groups scattered in parallel
     gen = torch.Generator().manual_seed(4)
     lay = grid_layout(*cfg)
     table = torch.randn(lay.n_params, generator=gen).requires_grad_()

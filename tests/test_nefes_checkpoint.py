@@ -162,7 +162,6 @@ def test_save_load_round_trip_paper(tmp_path):
 
 
 def test_hashgrid_checkpoint_stores_box_and_hparams(tmp_path):
-    pytest.importorskip("models.hashgrid")
     box = torch.tensor([[-2.0, -1.5, -3.0], [2.5, 1.0, 0.5]])
     hp = dict(field_type="hashgrid", hash_level=4, hash_features=2, log2_hashmap_size=12, base_resolution=4,
               finest_resolution=64, hg_hidden=32, hg_geo_dim=15, hg_coarse_level=2, hg_coarse_log2_hashmap_size=10,

@@ -109,6 +109,11 @@ def test_inverse_cdf_samples_land_in_high_weight_bins():
     in2, in8 = ((s >= 2) & (s <= 3)).float().sum(), ((s >= 8) & (s <= 9)).float().sum()
     assert abs(in2 / in8 - 3.0) < 0.1 and (s.diff() >= 0).all()
     assert not s.requires_grad
+    # uniform pdf on [0, 10]: linspace quantiles hit both ends, midpoint quantiles the cell centres
+    flat = torch.ones(1, 10)
+    assert torch.allclose(sample_pdf(bins[:1], flat, 5, det=True)[0], torch.tensor([0.0, 2.5, 5.0, 7.5, 10.0]))
+    assert torch.allclose(sample_pdf(bins[:1], flat, 5, det=True, det_midpoints=True)[0],
+                          torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0]))
 
 
 # ---------------------------------------------------------------------------------------------- compositing

@@ -12,6 +12,8 @@ import signal
 import sys
 from pathlib import Path
 
+import torch
+
 from config.options import get_device, parse_args, save_config, setup_logging
 
 _logger = logging.getLogger("run_nefes")
@@ -25,7 +27,9 @@ def load_feature_extractor(args, device):
     else:
         _logger.warning("no pretrain_featurenet_path: using a RANDOMLY INITIALISED DFNet (width %g) as feature "
                         "extractor; train one with train_dfnet.py for meaningful features", args.dfnet_width)
-        net = DFNet(width=args.dfnet_width).to(device)
+        with torch.random.fork_rng(devices=[]):   # seeded: a rerun (resume) must see the same targets
+            torch.manual_seed(args.seed)
+            net = DFNet(width=args.dfnet_width).to(device)
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -26,3 +26,25 @@ def shared_ref() -> Path:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_room(tmp_path_factory) -> Path:
+    """A tiny synthetic 7-Scenes-layout room (64x48, 2x10 train + 4 test frames), generated once."""
+    from dataset_loaders.synthetic import generate
+    out = tmp_path_factory.mktemp("synthetic") / "room"
+    generate("room", out, seed=0, width=64, height=48, n_train_seq=2, frames_per_seq=10, n_test_seq=1,
+             test_frames_per_seq=4, progress=False)
+    return out
+
+
+TINY_FIELD = ["--field_type", "hashgrid", "--hash_level", "4", "--log2_hashmap_size", "12", "--finest_resolution", "64",
+              "--hg_hidden", "16", "--N_samples", "8", "--N_importance", "4", "--N_rand", "64", "--batch_size", "2",
+              "--lrate", "0.01", "--chunk", "4096"]
+
+
+def tiny_nefes_args(datadir, basedir, expname, *extra) -> list:
+    """Command-line arguments of a tiny NeFeS run on ``datadir`` (the tiny synthetic room)."""
+    return ["--datadir", str(datadir), "--dataset_type", "7Scenes", "--basedir", str(basedir), "--expname", expname,
+            "--df", "1", "--tinyscale", "2", "--trainskip", "2", "--testskip", "2", "--transient_at_test",
+            "--dfnet_width", "0.125", *TINY_FIELD, *map(str, extra)]

@@ -164,8 +164,11 @@ def build_room(seed: int, texel: float = 0.004) -> Scene:
         fix = b.add(Cylinder(L.pos[:2], 0.22, Z - 0.06, Z, lamp_mat))
         fix.no_shadow = True
     return b.finish("room", lights, (0.33, 0.32, 0.3), bake_step=0.04,
-                    cam_region=((0.9, 0.9, 1.2), (X - 0.9, Y - 0.9, 1.75)),
-                    view={"pitch": (-0.6, 0.05), "yaw_step": 1.2, "step": (0.5, 1.4), "jitter_t": 0.003},
+                    # a 7-Scenes-like capture: walking along one side of the room, looking across it
+                    # at the table, the far wall and the corners (every surface seen from many views)
+                    cam_region=((0.9, 0.6, 1.2), (X - 0.9, min(2.0, ty - 0.6), 1.75)),
+                    view={"pitch": (-0.6, 0.05), "yaw_step": 1.2, "step": (0.4, 1.0), "jitter_t": 0.003,
+                          "look_at": ((0.8, ty - 0.3, 0.4), (X - 0.8, Y - 0.2, 1.5))},
                     bounds=((0, 0, 0), (X, Y, Z)))
 
 

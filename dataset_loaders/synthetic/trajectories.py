@@ -39,7 +39,8 @@ def make_trajectory(scene: Scene, rng: np.random.Generator, n: int, region=None)
 
     Positions: a B-spline through a random walk of waypoints inside ``region`` ((lo, hi) corners;
     default the scene's camera region) -> never leaves it except for the mm-level jitter. Viewing
-    direction: B-splines through random yaw/pitch/roll waypoints. Plus small per-frame jitter."""
+    direction: B-splines through random yaw/pitch/roll waypoints, or, when ``scene.view`` has ``look_at``
+    ((lo, hi) box), towards a B-spline through random targets in that box. Plus small per-frame jitter."""
     lo, hi = (np.asarray(c, np.float64) for c in (region or scene.cam_region))
     v = scene.view
     K = 3 + max(1, int(math.ceil(n / 20)))
@@ -66,6 +67,12 @@ def make_trajectory(scene: Scene, rng: np.random.Generator, n: int, region=None)
         pts.append(np.clip(q, lo, hi))
     pos = bspline_curve(np.stack(pts), n)
     ang = bspline_curve(np.stack([yaw, rng.uniform(*v["pitch"], K), rng.uniform(-0.07, 0.07, K)], -1), n)
+    if "look_at" in v:   # aim at a smooth path of targets inside a box (a 7-Scenes-like capture of one area)
+        t_lo, t_hi = (np.asarray(c, np.float64) for c in v["look_at"])
+        target = bspline_curve(t_lo + (t_hi - t_lo) * rng.uniform(0, 1, (K, 3)), n)
+        d = target - pos
+        ang[:, 0] = np.arctan2(d[:, 1], d[:, 0])
+        ang[:, 1] = np.arctan2(d[:, 2], np.linalg.norm(d[:, :2], axis=1))
     R = camera_rotation(ang[:, 0], ang[:, 1], ang[:, 2])
     jit = geometry.so3_exp(torch.as_tensor(rng.normal(0, 0.003, (n, 3)))).numpy()
     c2w = np.tile(np.eye(4), (n, 1, 1))

@@ -303,7 +303,7 @@ def test_trajectories_are_smooth_and_stay_in_the_camera_region(kind, max_step):
         rel = np.einsum("nji,njk->nik", c2w[:-1, :3, :3], c2w[1:, :3, :3])
         ang = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
         assert ang.max() < 8.0
-        assert np.linalg.norm(np.diff(t, axis=0), axis=1).sum() > 2.0   # it does travel
+        assert np.linalg.norm(np.diff(t, axis=0), axis=1).sum() > 1.0   # it does travel
         assert (c2w[:, 2, 1] < -0.8).all()                           # image y points roughly down (small roll)
 
 

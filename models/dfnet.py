@@ -383,5 +383,5 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 def save_dfnet(path: str | os.PathLike, net: DFNet, bare: bool = True, **meta) -> None:
     """Save a DFNet atomically: ``bare=True`` writes the original format (a plain state dict, which
     the original code loads at width 1.0); otherwise a dict with ``model_state_dict``, ``width`` and ``meta``."""
-    sd = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_save(sd if bare else {"model_state_dict": sd, "width": net.width, **meta}, path)

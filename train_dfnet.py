@@ -60,6 +60,9 @@ def run(args) -> dict:
     device = get_device(args.device)
     torch.manual_seed(args.seed)
     cfg = DFNetTrainConfig.from_args(args)
+    if cfg.learning_rate < 1e-4:  # the shared key defaults to the refinement value (1e-5)
+        _logger.warning("learning_rate=%g is low for DFNet training (the original used 1e-4; slim CPU nets 5e-4..1e-3)",
+                        cfg.learning_rate)
     out_dir = Path(args.basedir) / args.expname
     save_config(args, out_dir)
 

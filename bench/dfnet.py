@@ -186,7 +186,7 @@ def bench_training(a) -> list[str]:
                            rvs_refresh_rate=a.rvs_refresh_rate, rvs_trans=a.rvs_trans, rvs_rotation=a.rvs_rotation,
                            d_max=a.d_max, rvs_count=a.rvs_count, triplet_levels=tuple(a.triplet_levels),
                            triplet_crop=tuple(a.triplet_crop),
-                           patience=(10_000, a.plateau), time_budget_min=a.budget_min, seed=a.seed)
+                           patience=(10_000, a.plateau), lr_factor=a.lr_factor, time_budget_min=a.budget_min, seed=a.seed)
     net = DFNet(width=a.dfnet_width)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +194,7 @@ def bench_training(a) -> list[str]:
     dt = time.perf_counter() - t0
     b = res["best_val"]
     line = (f"toy room {a.n_train} train/{a.n_test} test {a.height}x{a.width_px}, width {a.dfnet_width}, "
-            f"batch {a.batch_size}, lr {a.lr}, w {a.combine_loss_w}, rvs_w {a.rvs_loss_w} "
+            f"batch {a.batch_size}, lr {a.lr} (x{a.lr_factor} after {a.plateau} bad epochs), w {a.combine_loss_w}, rvs_w {a.rvs_loss_w} "
             f"(trans {a.rvs_trans} m, rot {a.rvs_rotation} deg, every {a.rvs_refresh_rate}), levels {a.triplet_levels}, crop {a.triplet_crop}: "
             f"{res['epochs_run']} epochs in {dt:.0f} s; best epoch {res['best_epoch']}: median "
             f"{b.get('median_t', float('nan')):.3f} m / {b.get('median_r', float('nan')):.2f} deg "
@@ -228,6 +228,7 @@ def main(argv=None):
     p.add_argument("--triplet_levels", type=int, nargs="*", default=[0])
     p.add_argument("--triplet_crop", type=int, nargs=2, default=[0, 0])
     p.add_argument("--plateau", type=int, default=50)
+    p.add_argument("--lr_factor", type=float, default=0.95)
     p.add_argument("--budget_min", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="keep the training outputs here")

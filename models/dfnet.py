@@ -34,6 +34,19 @@ _logger = logging.getLogger(__name__)
 
 #: VGG16 configuration D: conv output channels, "M" = 2x2 max-pool. Gives torchvision's 31 modules.
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _conv_channels() -> dict[int, int]:
+    """{encoder module index: conv output channels at width 1} (conv+ReLU take 2 indices, a pool 1)."""
+    out, i = {}, 0
+    for v in VGG16_CFG:
+        if v != "M":
+            out[i] = v
+        i += 1 if v == "M" else 2
+    return out
+
+
+VGG16_CONV_CHANNELS = _conv_channels()
 #: ``encoder`` module indices whose (pre-ReLU) outputs are the three feature levels.
 HYPERCOLUMN_INDICES = (2, 14, 28)
 FEATURE_DIM = 128
@@ -288,12 +301,28 @@ def resize_features(feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # checkpoints
 # ----------------------------------------------------------------------------------------------
 def infer_width(state_dict: dict) -> float:
-    """Channel multiplier of a DFNet state dict, from conv5_3's output channels (512 at width 1)."""
+    """Channel multiplier of a DFNet state dict (1.0 for the original checkpoints).
+
+    Each conv with c channels at width 1 and n in the file constrains the width to the interval
+    where ``scaled_channels(c, width) == n``; the result lies in the intersection (preferring
+    n_conv5_3 / 512, the plain ratio). When the intervals do not meet, that ratio is returned and
+    strict loading reports the mismatching tensor.
+    """
     key = f"encoder.{HYPERCOLUMN_INDICES[-1]}.weight"
     if key not in state_dict:
         raise KeyError(key)
-    c = int(state_dict[key].shape[0])
-    return 1.0 if c == 512 else c / 512.0
+    pairs = [(c, int(state_dict[f"encoder.{i}.weight"].shape[0]))
+             for i, c in VGG16_CONV_CHANNELS.items() if f"encoder.{i}.weight" in state_dict]
+    hidden_key = "adaptation_layers.adapt_layer_0.0.weight"
+    if hidden_key in state_dict:
+        pairs.append((ADAPT_HIDDEN, int(state_dict[hidden_key].shape[0])))
+    ratio = int(state_dict[key].shape[0]) / 512.0
+    lo = max(0.0 if n <= 4 else (n - 0.5) / c for c, n in pairs)
+    hi = min((n + 0.5) / c for c, n in pairs)
+    for w in (1.0, ratio, (lo + hi) / 2):
+        if all(scaled_channels(c, w) == n for c, n in pairs):
+            return w
+    return ratio
 
 
 def _unwrap_state_dict(obj, path) -> tuple[dict, dict]:
@@ -383,5 +412,5 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 def save_dfnet(path: str | os.PathLike, net: DFNet, bare: bool = True, **meta) -> None:
     """Save a DFNet atomically: ``bare=True`` writes the original format (a plain state dict, which
     the original code loads at width 1.0); otherwise a dict with ``model_state_dict``, ``width`` and ``meta``."""
-    sd = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_save(sd if bare else {"model_state_dict": sd, "width": net.width, **meta}, path)

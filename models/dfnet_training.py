@@ -72,6 +72,7 @@ class DFNetTrainConfig:
     save_every: int = 1
     time_budget_min: float = 0.0              # stop (and save) after this many minutes; 0 = no limit
     render_batch: int = 8
+    channels_last: bool = True                # NHWC convolutions: 1.2-1.7x faster on CPU
     seed: int = 0
 
     @classmethod
@@ -272,47 +273,57 @@ def _rvs_set(render_fn: RenderFn, data: DFNetTrainData, cfg: DFNetTrainConfig, r
     return poses, images
 
 
-def _train_epoch(net, opt, data, renders, rvs, cfg, epoch, device) -> dict:
-    w = cfg.combine_loss_w
-    levels = tuple(cfg.triplet_levels) if w[2] > 0 else ()
-    n = len(data.train_images)
+def _batch_terms(net: DFNet, x: torch.Tensor, B: int, gt: torch.Tensor, rvs_gt: torch.Tensor | None,
+                 with_renders: bool, levels: tuple, crop, cfg: DFNetTrainConfig) -> dict:
+    """Loss terms of one batch ``x`` = [B real | B rendered (opt.) | B random views (opt.)]."""
+    # One encoder pass; features only for the real + rendered halves (RVS images need a pose only).
+    pose, feats = net.pose_and_features(x, levels if with_renders else (), n_feat=2 * B, crop=crop)
+    terms = {"real": pose_loss(pose[:B], gt)}
+    if with_renders:
+        terms["render"] = pose_loss(pose[B:2 * B], gt)
+        if feats and B > 1:  # rolling a batch of one gives no negative
+            f = torch.stack([feats[lvl] for lvl in levels])  # (L, 2B, 128, h, w)
+            terms["triplet"] = triplet_loss(f[:, :B], f[:, B:], cfg.triplet_margin)
+    if rvs_gt is not None:
+        terms["rvs"] = pose_loss(pose[-B:], rvs_gt)
+    return terms
+
+
+def _train_epoch(net, opt, data, renders, rvs, cfg: DFNetTrainConfig, epoch: int, device) -> dict:
+    """One pass over the training frames in a seeded random order; returns mean loss terms."""
+    weights = {"real": cfg.combine_loss_w[0], "render": cfg.combine_loss_w[1], "triplet": cfg.combine_loss_w[2],
+               "rvs": cfg.rvs_loss_w}
+    levels = tuple(cfg.triplet_levels) if weights["triplet"] > 0 else ()
+    n, bs = len(data.train_images), cfg.batch_size
     g = _generator(cfg.seed, 1, epoch)
     perm = torch.randperm(n, generator=g)
     rvs_perm = torch.randperm(len(rvs[0]), generator=_generator(cfg.seed, 3, epoch)) if rvs else None
     sums: dict[str, float] = {}
-    n_batches = 0
-    for b, s in enumerate(range(0, n, cfg.batch_size)):
-        idx = perm[s:s + cfg.batch_size]
+    for b, s in enumerate(range(0, n, bs)):
+        idx = perm[s:s + bs]
         B = len(idx)
-        gt = data.train_poses[idx].to(device)
-        parts = [data.train_images[idx]]
+        parts, rvs_gt = [data.train_images[idx]], None
         if renders is not None:
             parts.append(renders[idx])
         if rvs:
-            ridx = rvs_perm[torch.arange(b * cfg.batch_size, b * cfg.batch_size + B) % len(rvs_perm)]
+            ridx = rvs_perm[torch.arange(b * bs, b * bs + B) % len(rvs_perm)]
             parts.append(rvs[1][ridx])
-        x = torch.cat(parts).to(device)
-        # Features only for the real + rendered halves; RVS renders only need a pose.
-        pose, feats = net.pose_and_features(x, levels if renders is not None else (), n_feat=2 * B,
-                                            crop=_crop_window(cfg.triplet_crop, x.shape[-2:], g))
-        terms = {"real": pose_loss(pose[:B], gt)}
-        if renders is not None:
-            terms["render"] = pose_loss(pose[B:2 * B], gt)
-            if feats:
-                f = torch.stack([feats[lvl] for lvl in levels])  # (L, 2B, 128, H, W)
-                terms["triplet"] = triplet_loss(f[:, :B], f[:, B:], cfg.triplet_margin) if B > 1 else f.sum() * 0
-        if rvs:
-            terms["rvs"] = pose_loss(pose[-B:], rvs[0][ridx].to(device))
-        weights = {"real": w[0], "render": w[1], "triplet": w[2], "rvs": cfg.rvs_loss_w}
+            rvs_gt = rvs[0][ridx].to(device)
+        x = torch.cat(parts).to(device, memory_format=_memory_format(cfg))
+        terms = _batch_terms(net, x, B, data.train_poses[idx].to(device), rvs_gt, renders is not None, levels,
+                             _crop_window(cfg.triplet_crop, x.shape[-2:], g), cfg)
         loss = sum(weights[k] * v for k, v in terms.items())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        for k, v in terms.items():
+        for k, v in {**terms, "loss": loss}.items():
             sums[k] = sums.get(k, 0.0) + v.item()
-        sums["loss"] = sums.get("loss", 0.0) + loss.item()
-        n_batches += 1
+    n_batches = math.ceil(n / bs)
     return {k: v / n_batches for k, v in sums.items()}
+
+
+def _memory_format(cfg: DFNetTrainConfig):
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
 def _crop_window(crop_hw, img_hw, g: torch.Generator):
@@ -378,7 +389,7 @@ def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cf
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = device or next(net.parameters()).device
-    net.to(device).train()
+    net.to(device=device, memory_format=_memory_format(cfg)).train()
     if (cfg.uses_renders or cfg.rvs_loss_w > 0) and render_fn is None:
         raise ValueError("render_fn is required unless combine_loss_w[1], combine_loss_w[2] and rvs_loss_w are 0")
     opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
@@ -415,6 +426,7 @@ def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cf
         if on_epoch_end is not None:
             on_epoch_end(st.epoch, rec)
     bar.close()
+    net.to(memory_format=torch.contiguous_format)
     if st.stopped:
         _logger.info("DFNet training stopped: %s", st.stopped)
     best = next((r for r in st.history if r["epoch"] == st.best_epoch), {})

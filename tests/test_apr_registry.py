@@ -180,3 +180,11 @@ def test_wrapper_accepts_tuple_and_matrix_outputs_and_rejects_others():
     assert APR(Mat(), "m")(x).shape == (3, 3, 4)
     with pytest.raises(APRError, match="returned shape"):
         APR(Bad(), "b")(x)
+
+
+def test_import_torchvision_is_idempotent():
+    _need_torchvision()
+    from models.torchvision_compat import import_torchvision
+    tv = import_torchvision()
+    assert import_torchvision() is tv and hasattr(tv.models, "mobilenet_v2")
+    assert hasattr(torch.ops.torchvision, "nms")  # declared (CPU torch) or compiled (matching build)

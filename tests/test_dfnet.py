@@ -151,18 +151,20 @@ def test_return_pose_false_stops_after_conv5_3(orig_pt, monkeypatch):
     assert called == [29, 30]
 
 
-@pytest.mark.parametrize("width", [0.25, 0.5])
+@pytest.mark.parametrize("width", [0.25, 0.5, 0.37])
 def test_width_scales_channels_and_is_inferred(tmp_path, width):
     net = DFNet(width=width)
     assert net.encoder[28].out_channels == round(512 * width)
+    assert net.encoder[10].out_channels == round(256 * width)
     assert net.adaptation_layers.head(0)[2].out_channels == 128
-    assert infer_width(net.state_dict()) == width
+    if width in (0.25, 0.5):
+        assert infer_width(net.state_dict()) == width
     save_dfnet(tmp_path / "bare.pt", net)
     save_dfnet(tmp_path / "ours.tar", net, bare=False, epoch=3)
+    x = torch.rand(1, 3, 32, 32)
     for name in ("bare.pt", "ours.tar"):
-        loaded = load_dfnet(tmp_path / name, "cpu")
-        assert loaded.width == width
-        x = torch.rand(1, 3, 32, 32)
+        loaded = load_dfnet(tmp_path / name, "cpu")  # 0.37: channel counts need the interval inference
+        assert abs(loaded.width - width) < 2e-3
         assert torch.allclose(loaded.eval().predict_pose(x), net.eval().predict_pose(x))
     assert load_dfnet(tmp_path / "ours.tar", "cpu").checkpoint_meta["epoch"] == 3
     with pytest.raises(DFNetCheckpointError, match="width"):

@@ -235,3 +235,66 @@ def test_config_from_args_and_data_checks():
         DFNetTrainConfig.from_args(parse_args(["--triplet_levels", "3"]))
     with pytest.raises(ValueError, match="poses must be"):
         DFNetTrainData(torch.rand(2, 3, 8, 8), torch.rand(2, 12), torch.rand(2, 10), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4))
+
+
+# ----------------------------------------------------------------------------------------------
+# train_dfnet.py glue (the loaders and NeFeS are other modules: replaced by fakes here)
+class _FakeSplit:
+    def __init__(self, n, g):
+        self.poses = _poses(n, g).double().numpy()
+        self._img = _image(torch.as_tensor(self.poses).float())
+        self.hists = torch.full((n, 10), 10.0)
+
+    def images(self):
+        return self._img
+
+
+class _FakeScene:
+    def __init__(self):
+        from dataset_loaders.poses import WorldSetup
+        g = torch.Generator().manual_seed(5)
+        self.train, self.test = _FakeSplit(12, g), _FakeSplit(6, g)
+        self.H, self.W, self.focal, self.near, self.far = H, W, 30.0, 0.0, 2.0
+        self.world_setup = WorldSetup(near=0.0, far=2.0, pose_scale=0.5, pose_scale2=0.2, move_all_cam_vec=[1.0, 0.0, 0.0])
+
+    def render_size(self, tinyscale):
+        return int(self.H // tinyscale), int(self.W // tinyscale), self.focal / tinyscale
+
+
+def test_train_dfnet_script_pose_only(tmp_path, monkeypatch, capsys):
+    import dataset_loaders
+    import train_dfnet
+    monkeypatch.setattr(dataset_loaders, "load_scene", lambda args: _FakeScene(), raising=False)
+    argv = ["--basedir", str(tmp_path), "--expname", "e", "--epochs", "2", "--dfnet_width", "0.0625",
+            "--learning_rate", "1e-3", "--combine_loss_w", "1", "0", "0", "--rvs_loss_w", "0"]
+    assert train_dfnet.main(argv) == 0
+    assert (tmp_path / "e" / "dfnet_best.pt").is_file() and (tmp_path / "e" / "args.txt").is_file()
+    assert "pretrain_model_path" in capsys.readouterr().out
+    # With rendered views but no NeFeS checkpoint: one error line, non-zero exit.
+    assert train_dfnet.main(argv[:-6] + ["--ft_path", str(tmp_path / "none.tar")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ft_path" in err[0] and "none.tar" in err[0]
+
+
+def test_nefes_render_fn_converts_frames_and_upsamples(monkeypatch):
+    import sys
+    import types
+
+    import train_dfnet
+    from dataset_loaders.poses import apr_to_nerf
+    scene = _FakeScene()
+    seen = {}
+
+    def render_image(model, c2w_nerf, h, w, focal, near, far, hist, fuse=True, **kw):
+        seen.update(c2w=c2w_nerf, size=(h, w, focal), fuse=fuse, hist=hist)
+        return {"rgb": torch.full((len(c2w_nerf), 3, h, w), 0.25)}
+
+    monkeypatch.setitem(sys.modules, "models.renderer", types.SimpleNamespace(render_image=render_image))
+    args = parse_args(["--tinyscale", "4"])
+    fn = train_dfnet.make_nefes_render_fn(torch.nn.Module(), scene, args, torch.device("cpu"))
+    c2w = torch.as_tensor(scene.train.poses[:3]).float()
+    out = fn(c2w, scene.train.hists[:3])
+    assert out.shape == (3, 3, H, W) and torch.allclose(out, torch.full_like(out, 0.25))
+    assert torch.allclose(seen["c2w"], apr_to_nerf(c2w, scene.world_setup))
+    assert not torch.allclose(seen["c2w"], c2w)  # the world setup really moves the cameras
+    assert seen["size"] == (8, 8, 7.5) and seen["fuse"] is False

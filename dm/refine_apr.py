@@ -8,6 +8,7 @@ keeps the APR's own prediction when the rendered image did not get closer to the
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -61,6 +62,24 @@ def predict(apr, img: torch.Tensor, svd_reg: bool) -> torch.Tensor:
     return geometry.orthonormalize_pose(pose) if svd_reg else pose
 
 
+@functools.lru_cache(maxsize=8)
+def _bicubic_matrix(n: int, N: int, device_type: str) -> torch.Tensor:
+    """(N, n) matrix of 1-D bicubic resampling n -> N (align_corners=False), built by resampling an identity."""
+    eye = torch.eye(n, device=device_type)[None, None]
+    return F.interpolate(eye, size=(N, n), mode="bicubic", align_corners=False)[0, 0]
+
+
+def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode='bicubic', align_corners=False)`` as two small matmuls.
+
+    Bicubic resampling is separable and linear, so it equals ``M_h · x · M_wᵀ`` (to float rounding);
+    forward + backward are ~4x faster on CPU than the generic kernel for 128-channel maps.
+    """
+    Mh = _bicubic_matrix(x.shape[-2], size[0], x.device.type).to(x.dtype)
+    Mw = _bicubic_matrix(x.shape[-1], size[1], x.device.type).to(x.dtype)
+    return torch.matmul(torch.matmul(Mh, x), Mw.t())
+
+
 def _crop(x: torch.Tensor, c: int) -> torch.Tensor:
     return x[..., c:x.shape[-2] - c, c:x.shape[-1] - c] if c > 0 else x
 
@@ -79,7 +98,14 @@ def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_fe
     H, W = img.shape[-2:]
     model = copy.deepcopy(apr)
     model.train()   # as the original (no effect on DFNet's pose path; BN-based APRs use batch stats)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate)
+    if img.device.type == "cpu":   # NHWC convolutions are faster on CPU (same numbers)
+        model = model.to(memory_format=torch.channels_last)
+        img = img.contiguous(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        opt = torch.optim.Adam(params, lr=s.learning_rate, fused=True)
+    except (RuntimeError, TypeError):   # fused Adam needs a recent torch and float tensors
+        opt = torch.optim.Adam(params, lr=s.learning_rate)
     target = _crop(target_feat, s.crop)
     img_c = _crop(img, s.crop)
     losses, checks = [], {}
@@ -88,11 +114,11 @@ def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_fe
     for it in range(s.opt_iter):
         pose = predict(model, img, s.svd_reg)
         out = cam.render(nefes, pose, hist)
-        fused = F.interpolate(out["fused"], size=(H, W), mode="bicubic", align_corners=False)
+        fused = bicubic_resize(out["fused"], (H, W))
         loss = feature_cosine_loss(_crop(fused, s.crop)[0], target[0], per_pixel=s.per_pixel)
         if it in check_at:
             with torch.no_grad():
-                rgb = _crop(F.interpolate(out["rgb"], size=(H, W), mode="bicubic", align_corners=False), s.crop)
+                rgb = _crop(bicubic_resize(out["rgb"], (H, W)), s.crop)
                 checks[it] = (psnr(rgb, img_c).item(), ssim(rgb, img_c).item())
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -54,5 +54,7 @@ class FusionNet(nn.Module):
     def forward(self, rgb: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """``rgb (B,3,h,w)`` ACT colour in [0, 1], ``feat (B,C,h,w)`` rendered features -> ``(B,C,h,w)``."""
         x = torch.cat([(rgb - self.mean.to(rgb.dtype)) / self.std.to(rgb.dtype), feat], dim=1)
+        if x.device.type == "cpu":   # NHWC convolutions are ~1.4x faster on CPU (same numbers)
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.net(x)
         return out + feat if self.use_res else out

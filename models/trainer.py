@@ -337,7 +337,7 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
                 opt.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(terms['total']):.4f}", psnr=f"{float(terms['psnr']):.2f}")
+                bar.set_postfix(loss=f"{float(terms['total'].detach()):.4f}", psnr=f"{float(terms['psnr']):.2f}")
             means = {k: v / n_iter for k, v in sums.items()}
             epochs.set_postfix(phase=phase, loss=f"{means['total']:.4f}", psnr=f"{means['psnr']:.2f}")
             log.write(epoch=epoch, phase=phase, lr=lr, **means)

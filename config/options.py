@@ -86,6 +86,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--batch_size", type=int, default=4, help="images per training iteration")
     g.add_argument("--val_batch_size", type=int, default=1, help="validation batch size")
     g.add_argument("--num_workers", type=int, default=0, help="data loader workers")
+    g.add_argument("--meta_dir", type=str, default=None, help="where computed world_setup.json / pose_avg_stats go when datadir has none (default: datadir)")
     g.add_argument("--cache_images", type=_bool, nargs="?", const=True, default=True, help="keep decoded working-size images in memory (uint16, 6 bytes/pixel) after first use")
 
     g = p.add_argument_group("NeFeS field and renderer")

@@ -291,10 +291,13 @@ def load_scene(args: argparse.Namespace, preload: bool | None = None) -> SceneDa
     if raw_train.notes + raw_test.notes:
         prov["notes"] = "; ".join(raw_train.notes + raw_test.notes)
 
+    meta_dir = _arg(args, "meta_dir", None)
     A, prov["pose_avg"] = world_setup.resolve_pose_avg(datadir, dtype, raw_train,
-                                                       load_flag=bool(_arg(args, "load_pose_avg_stats", False)))
+                                                       load_flag=bool(_arg(args, "load_pose_avg_stats", False)),
+                                                       meta_dir=meta_dir)
     c2w_train, c2w_test = to_apr(raw_train, A), to_apr(raw_test, A)
-    ws, prov["world_setup"] = world_setup.resolve_world_setup(datadir, c2w_train, raw_train.depth_paths)
+    ws, prov["world_setup"] = world_setup.resolve_world_setup(datadir, c2w_train, raw_train.depth_paths,
+                                                              meta_dir=meta_dir)
 
     h_raw, w_raw = images.image_size(raw_train.image_paths[0])
     df = float(_arg(args, "df", 1.0))

@@ -20,7 +20,8 @@ Rules
   depth, a multiple of the spread of the training cameras; then s1 = 1, s2 = 2 / far_m (far = 2 NeRF
   units) and v moves the midpoint of the mean viewing frustum, ``c̄ + d̄·far_m/2``, to the origin.
 * Both automatic files are written to ``datadir`` (a warning if it is not writable; the values are
-  used in memory). ``--save_pose_avg_stats`` instead reproduces the original recipe exactly
+  used in memory), or to ``meta_dir`` when one is given (``--meta_dir``: keep a read-only or shared
+  scene folder untouched); files in ``datadir`` still win, then those in ``meta_dir``. ``--save_pose_avg_stats`` instead reproduces the original recipe exactly
   (:func:`recipe_pose_avg`) and writes the file.
 """
 from __future__ import annotations
@@ -110,10 +111,19 @@ def write_recipe_pose_avg(datadir: Path, dataset_type: str, raw_train: RawSplit)
     return path
 
 
+def _meta_path(datadir: Path, meta_dir: Path | None, name: str) -> Path:
+    """The file to read: ``datadir/name`` if it exists, else ``meta_dir/name`` (also where a new one goes)."""
+    path = Path(datadir) / name
+    if path.is_file() or meta_dir is None:
+        return path
+    Path(meta_dir).mkdir(parents=True, exist_ok=True)
+    return Path(meta_dir) / name
+
+
 def resolve_pose_avg(datadir: Path, dataset_type: str, raw_train: RawSplit,
-                     load_flag: bool = True, write: bool = True) -> tuple[np.ndarray, str]:
+                     load_flag: bool = True, write: bool = True, meta_dir: Path | None = None) -> tuple[np.ndarray, str]:
     """-> (A (3, 4), provenance). Reads the file when present, else computes (and writes) it."""
-    path = Path(datadir) / pose_avg_filename(dataset_type)
+    path = _meta_path(datadir, meta_dir, pose_avg_filename(dataset_type))
     if path.is_file():
         try:
             A = poses.load_pose_avg_stats(path)
@@ -202,9 +212,10 @@ def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None =
 
 
 def resolve_world_setup(datadir: Path, c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None,
-                        write: bool = True) -> tuple[poses.WorldSetup, str]:
-    """-> (WorldSetup, provenance). Reads ``datadir/world_setup.json`` if present, else computes and writes it."""
-    path = Path(datadir) / WORLD_SETUP_FILE
+                        write: bool = True, meta_dir: Path | None = None) -> tuple[poses.WorldSetup, str]:
+    """-> (WorldSetup, provenance). Reads ``world_setup.json`` (datadir, then meta_dir) if present, else
+    computes and writes it."""
+    path = _meta_path(datadir, meta_dir, WORLD_SETUP_FILE)
     if path.is_file():
         try:
             return poses.WorldSetup.from_json(path), f"read from {path}"

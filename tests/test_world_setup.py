@@ -169,3 +169,20 @@ def _colmap_w2c(lst, skip):
         by_seq.setdefault(r[0].split("/")[0], []).append(r)
     keep = [r for s in sorted(by_seq) for r in by_seq[s][::skip]]
     return np.stack([P.colmap_line_to_w2c([float(x) for x in r[1:5]], [float(x) for x in r[5:8]]) for r in keep])
+
+
+def test_meta_dir_keeps_the_scene_folder_untouched(tmp_path):
+    fake = F.make_7scenes(tmp_path / "scene")
+    before = sorted(p.name for p in fake.datadir.iterdir())
+    meta = tmp_path / "out" / "meta"
+    s1 = load_scene(F.make_args(fake.datadir, "7Scenes", "--meta_dir", str(meta)))
+    assert sorted(p.name for p in fake.datadir.iterdir()) == before
+    assert (meta / "pose_avg_stats.txt").is_file() and (meta / "world_setup.json").is_file()
+    s2 = load_scene(F.make_args(fake.datadir, "7Scenes", "--meta_dir", str(meta)))
+    assert s2.provenance["pose_avg"] == f"read from {meta / 'pose_avg_stats.txt'}"
+    np.testing.assert_allclose(s2.test.poses, s1.test.poses, atol=1e-12)
+    # files shipped in the scene folder still win over meta_dir
+    A = F.random_c2w(1, seed=5, max_angle=90)[0]
+    F.write_meta(fake.datadir, pose_avg=A, world=CHESS_WORLD)
+    s3 = load_scene(F.make_args(fake.datadir, "7Scenes", "--meta_dir", str(meta)))
+    np.testing.assert_allclose(s3.pose_avg, A, atol=1e-15)

@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""The end-to-end demo: ``bash demo.sh`` (or ``python demo.py``).
+
+Renders the synthetic room (or takes ``--scene DIR --dataset_type T``), then runs the real entry
+points one after the other with the tiny CPU configs of ``config/synthetic/``:
+
+1. ``run_nefes.py``     NeFeS stage 1 (colour)
+2. ``train_dfnet.py``   DFNet APR + feature extractor, rendering with the stage-1 NeFeS
+3. ``run_nefes.py``     NeFeS stages 2+3 (features, fusion) with the new DFNet features
+4. ``test_refinement.py`` APR + NeFeS refinement of the test queries
+
+Everything (data, computed world setup, logs, checkpoints, results, plots) goes under ``--out``.
+Each step resumes when the demo is rerun after an interruption.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+CONFIGS = REPO / "config" / "synthetic"
+
+#: the demo scene: a 7-Scenes-style room at 320x240 (working size 80x60 with df=4)
+ROOM = dict(width=320, height=240, n_train_seq=12, frames_per_seq=30, n_test_seq=2, test_frames_per_seq=20)
+#: sizes the tiny configs are tuned for; other scenes are subsampled / downscaled to match
+WORKING_HEIGHT, NEFES_IMAGES, DFNET_IMAGES, QUERIES = 60, 180, 360, 20
+
+
+def scene_args(scene_dir: Path, dataset_type: str, meta_dir: Path) -> tuple[list, dict]:
+    """Common CLI arguments for ``scene_dir``: df for a ~60 px high working image, skips for the tiny budget."""
+    from config.options import parse_args
+    from dataset_loaders import load_scene
+    base = ["--datadir", str(scene_dir), "--dataset_type", dataset_type, "--meta_dir", str(meta_dir)]
+    scene = load_scene(parse_args(base + ["--df", "1"]))
+    df = max(1, round(scene.H_raw / WORKING_HEIGHT))
+    n_train, n_test = len(scene.train), len(scene.test)
+    info = dict(df=df, n_train=n_train, n_test=n_test, nefes_skip=max(1, round(n_train / NEFES_IMAGES)),
+                dfnet_skip=max(1, round(n_train / DFNET_IMAGES)), testskip=max(1, n_test // QUERIES))
+    extra = ["--df", str(df), "--testskip", str(info["testskip"])]
+    if dataset_type == "Cambridge":   # as the paper's Cambridge configs
+        extra += ["--no_verification_step"]
+        if (scene_dir / "train" / "semantic").is_dir():
+            extra += ["--semantic"]
+    return base + extra, info
+
+
+def run_step(name: str, cmd: list, log: Path) -> float:
+    """Run one entry point, streaming its output to the console and to ``log``; -> seconds."""
+    print(f"\n=== {name}: {' '.join(str(c) for c in cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            f.write(chunk)
+        if proc.wait() != 0:
+            raise SystemExit(f"error: {name} failed (exit code {proc.returncode}); see {log}")
+    return time.perf_counter() - t0
+
+
+def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None = None,
+             device: str = "auto") -> dict:
+    """Run the whole pipeline under ``out``; returns the summary (also written to ``out/demo_summary.json``)."""
+    from models.trainer import latest_checkpoint
+    out = out.resolve()
+    logs, t_start, times = out / "logs", time.perf_counter(), {}
+    if scene_dir is None:
+        from dataset_loaders.synthetic import generate
+        scene_dir, dataset_type = out / "data" / "room", "7Scenes"
+        if not (scene_dir / "synthetic_info.json").is_file() or (scene_dir / ".synthetic_incomplete").exists():
+            print(f"=== rendering the synthetic room into {scene_dir}", flush=True)
+            t0 = time.perf_counter()
+            generate("room", scene_dir, seed=0, overwrite=True, **ROOM)
+            times["data"] = time.perf_counter() - t0
+    scene_dir = Path(scene_dir).resolve()
+    common, info = scene_args(scene_dir, dataset_type, out / "meta")
+    common += ["--basedir", str(logs), "--device", device]
+    py = sys.executable
+    s1_dir, dfnet_dir, s2_dir = logs / "nefes_room_color_only", logs / "dfnet_room", logs / "nefes_room"
+
+    times["nefes_stage1"] = run_step("NeFeS stage 1 (colour)", [
+        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage1.txt", *common,
+        "--trainskip", info["nefes_skip"]], logs / "stage1.log")
+    s1 = latest_checkpoint(s1_dir)
+    times["dfnet"] = run_step("DFNet (APR + feature extractor)", [
+        py, "train_dfnet.py", "--config", CONFIGS / "config_room_dfnet.txt", *common,
+        "--trainskip", info["dfnet_skip"], "--ft_path", s1], logs / "dfnet.log")
+    dfnet = dfnet_dir / "dfnet_best.pt"
+    times["nefes_stage2"] = run_step("NeFeS stages 2+3 (features, fusion)", [
+        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage2.txt", *common,
+        "--trainskip", info["nefes_skip"], "--ft_path", s1, "--pretrain_featurenet_path", dfnet], logs / "stage2.log")
+    times["refinement"] = run_step("APR + NeFeS refinement", [
+        py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common,
+        "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
+        "--pretrain_featurenet_path", dfnet], logs / "refinement.log")
+
+    from config.options import parse_args
+    res_dir = logs / parse_args(["--config", str(CONFIGS / "config_room_DFM.txt")]).expname
+    summary = json.loads((res_dir / "summary.json").read_text())
+    summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times,
+                   total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir))
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    a, r = s["apr"], s["refined"]
+    lines = [f"\n=== demo finished in {s['total_seconds'] / 60:.1f} min "
+             f"({', '.join(f'{k} {v / 60:.1f}' for k, v in s['seconds'].items())} min)",
+             f"scene {s['scene']} ({s['dataset_type']}), {s['n']} test queries, device {s['device']}",
+             f"{'':22s}{'median t (m)':>14s}{'median r (deg)':>16s}",
+             f"{'APR (DFNet)':22s}{a['median_t']:14.3f}{a['median_r']:16.2f}",
+             f"{'APR + NeFeS refinement':22s}{r['median_t']:14.3f}{r['median_r']:16.2f}",
+             f"{'ratio refined / APR':22s}{r['median_t'] / a['median_t']:14.2f}{r['median_r'] / a['median_r']:16.2f}",
+             f"refinement: {s['seconds_per_query']:.2f} s per query",
+             f"results and plots: {s['results_dir']} (trajectories.png, error_cdf.png, summary.json)"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", type=Path, default=None, help="existing scene folder (default: render the synthetic room)")
+    p.add_argument("--dataset_type", choices=("7Scenes", "7Scenes_colmap", "Cambridge"), default=None)
+    p.add_argument("--out", type=Path, default=REPO / "logs" / "demo", help="everything is written here")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    a = p.parse_args(argv)
+    if a.scene is not None and a.dataset_type is None:
+        p.error("--scene needs --dataset_type (7Scenes, 7Scenes_colmap or Cambridge)")
+    if a.scene is not None and not a.scene.is_dir():
+        p.error(f"--scene {a.scene}: folder not found")
+    try:
+        summary = run_demo(a.out, a.scene, a.dataset_type, a.device)
+    except ValueError as e:   # DatasetError and friends: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

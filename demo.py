@@ -68,8 +68,13 @@ def run_step(name: str, cmd: list, log: Path) -> float:
 
 
 def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None = None,
-             device: str = "auto") -> dict:
-    """Run the whole pipeline under ``out``; returns the summary (also written to ``out/demo_summary.json``)."""
+             device: str = "auto", extra: dict | None = None, room: dict | None = None) -> dict:
+    """Run the whole pipeline under ``out``; returns the summary (also written to ``out/demo_summary.json``).
+
+    ``extra``: additional CLI arguments per step ("stage1", "dfnet", "stage2", "refine"), appended
+    last so they win (the tests use this for a seconds-long smoke run); ``room``: generator sizes.
+    """
+    extra = extra or {}
     from models.trainer import latest_checkpoint
     out = out.resolve()
     logs, t_start, times = out / "logs", time.perf_counter(), {}
@@ -79,7 +84,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
         if not (scene_dir / "synthetic_info.json").is_file() or (scene_dir / ".synthetic_incomplete").exists():
             print(f"=== rendering the synthetic room into {scene_dir}", flush=True)
             t0 = time.perf_counter()
-            generate("room", scene_dir, seed=0, overwrite=True, **ROOM)
+            generate("room", scene_dir, seed=0, overwrite=True, progress=sys.stdout.isatty(), **(room or ROOM))
             times["data"] = time.perf_counter() - t0
     scene_dir = Path(scene_dir).resolve()
     common, info = scene_args(scene_dir, dataset_type, out / "meta")
@@ -89,19 +94,20 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
 
     times["nefes_stage1"] = run_step("NeFeS stage 1 (colour)", [
         py, "run_nefes.py", "--config", CONFIGS / "config_room_stage1.txt", *common,
-        "--trainskip", info["nefes_skip"]], logs / "stage1.log")
+        "--trainskip", info["nefes_skip"], *extra.get("stage1", [])], logs / "stage1.log")
     s1 = latest_checkpoint(s1_dir)
     times["dfnet"] = run_step("DFNet (APR + feature extractor)", [
         py, "train_dfnet.py", "--config", CONFIGS / "config_room_dfnet.txt", *common,
-        "--trainskip", info["dfnet_skip"], "--ft_path", s1], logs / "dfnet.log")
+        "--trainskip", info["dfnet_skip"], "--ft_path", s1, *extra.get("dfnet", [])], logs / "dfnet.log")
     dfnet = dfnet_dir / "dfnet_best.pt"
     times["nefes_stage2"] = run_step("NeFeS stages 2+3 (features, fusion)", [
         py, "run_nefes.py", "--config", CONFIGS / "config_room_stage2.txt", *common,
-        "--trainskip", info["nefes_skip"], "--ft_path", s1, "--pretrain_featurenet_path", dfnet], logs / "stage2.log")
+        "--trainskip", info["nefes_skip"], "--ft_path", s1, "--pretrain_featurenet_path", dfnet,
+        *extra.get("stage2", [])], logs / "stage2.log")
     times["refinement"] = run_step("APR + NeFeS refinement", [
         py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common,
         "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
-        "--pretrain_featurenet_path", dfnet], logs / "refinement.log")
+        "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])], logs / "refinement.log")
 
     from config.options import parse_args
     res_dir = logs / parse_args(["--config", str(CONFIGS / "config_room_DFM.txt")]).expname

@@ -62,7 +62,7 @@ def default_prediction(args) -> Path:
     folder = Path(args.basedir) / args.expname
     scene = Path(args.datadir).name if args.datadir else "*"
     kind = "pose_pose" if args.pose_only == 3 else "APR_pose"
-    expected = folder / f"{args.PoseEstimatorType}_{scene}_NeFeS{args.opt_iter}_{kind}_results.txt"
+    expected = folder / f"{args.PoseEstimatorType.rpartition(':')[2]}_{scene}_NeFeS{args.opt_iter}_{kind}_results.txt"
     if expected.is_file():
         return expected
     found = sorted(folder.glob("*_NeFeS*_results.txt"))

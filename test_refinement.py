@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         apr, featnet = load_APR_and_FeatureNet(args, device)
         expdir = Path(args.basedir) / args.expname
         save_config(args, expdir)
-        name, tag = scene.name, args.PoseEstimatorType
+        name, tag = scene.name, apr.name
         gt = scene.test.poses
         metrics.save_pose_file(expdir / f"{name}_test_gt.txt", gt)
         apr_poses = predict_all(apr, scene.test, device)
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
             metrics.save_pose_file(out, refined)
             errs = metrics.pose_errors(refined, gt)
             summary["refined"] = metrics.summarize(*errs)
-            summary.update(seconds_per_query=float(np.mean(seconds)), refined_file=str(out),
+            summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
+                           refined_file=str(out),
                            reverted=int(sum(i.get("reverted", False) for i in infos)))
             print(metrics.format_summary(summary["refined"], name=f"{tag} + NeFeS{args.opt_iter}"))
             print(f"refinement: {np.mean(seconds):.2f} s per query on {device}; results -> {out}")

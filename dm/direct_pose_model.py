@@ -29,7 +29,8 @@ Register a builder ``fn(args, device) -> nn.Module`` in this module or in any mo
             net.load_state_dict(load_state_dict_file(args.pretrain_model_path))
         return net   # forward(img in [0, 1]) -> (B, 12) row-major 3x4, or (B, 3, 4), or (features, pose)
 
-and run with ``--PoseEstimatorType MyAPR``. The wrapper normalises the output to (B, 3, 4); the model
+and run with ``--PoseEstimatorType MyAPR`` when that code lives here, or keep it in your own file
+``my_apr.py`` and run with ``--PoseEstimatorType my_apr:MyAPR`` (the module is imported first). The wrapper normalises the output to (B, 3, 4); the model
 must take the loader's images as they are (normalise inside) and be differentiable.
 
 Training an APR for this pipeline
@@ -43,7 +44,10 @@ dataset frames or quaternions in OpenCV axes) must be converted with ``dataset_l
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -70,6 +74,23 @@ def register_apr(name: str):
         APR_REGISTRY[name] = fn
         return fn
     return deco
+
+
+def resolve_apr_name(spec: str) -> str:
+    """``Name`` or ``module:Name`` -> the registered name; the second form imports ``module`` first
+    (a dotted module path importable from the working directory) so its ``@register_apr`` runs."""
+    module, _, name = spec.rpartition(":")
+    if module:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise APRError(f"PoseEstimatorType '{spec}': cannot import module '{module}' ({e})") from None
+    if name not in APR_REGISTRY:
+        where = f" (module '{module}' did not register it)" if module else ""
+        raise APRError(f"PoseEstimatorType '{name}' is not registered{where}; known: {', '.join(sorted(APR_REGISTRY))}")
+    return name
 
 
 class APR(nn.Module):
@@ -241,9 +262,7 @@ def load_APR_and_FeatureNet(args, device) -> tuple[APR, DFNet]:
         APRError: unknown type, missing/corrupt checkpoint (one line naming the key or file).
     """
     device = torch.device(device)
-    name = args.PoseEstimatorType
-    if name not in APR_REGISTRY:
-        raise APRError(f"PoseEstimatorType '{name}' is not registered (known: {', '.join(sorted(APR_REGISTRY))})")
+    name = resolve_apr_name(args.PoseEstimatorType)
     apr = APR(APR_REGISTRY[name](args, device), name, freeze_bn=bool(getattr(args, "freezeBN", False))).to(device)
     apr.eval()
     feat_net = load_feature_net(args, device)

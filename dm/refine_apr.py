@@ -64,8 +64,9 @@ def predict(apr, img: torch.Tensor, svd_reg: bool) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _bicubic_matrix(n: int, N: int, device_type: str) -> torch.Tensor:
-    """(N, n) matrix of 1-D bicubic resampling n -> N (align_corners=False), built by resampling an identity."""
-    eye = torch.eye(n, device=device_type)[None, None]
+    """(N, n) matrix of 1-D bicubic resampling n -> N (align_corners=False), built by resampling an identity
+    (in float64, so the weights are exact for any input dtype)."""
+    eye = torch.eye(n, dtype=torch.float64, device=device_type)[None, None]
     return F.interpolate(eye, size=(N, n), mode="bicubic", align_corners=False)[0, 0]
 
 

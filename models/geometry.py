@@ -55,17 +55,39 @@ def skew(v: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # SO(3) projection
 # ----------------------------------------------------------------------------------------------
+class _ProjectToSO3(torch.autograd.Function):
+    """Polar projection with an analytic backward.
+
+    Autograd through ``torch.linalg.svd`` divides by σi² − σj², which is 0/NaN when the input is
+    already (nearly) a rotation (all σ = 1), e.g. an APR that outputs proper rotations. The polar
+    factor Q = U D Vᵀ has the well-posed derivative dQ = U (F ∘ (X − Xᵀ)) V'ᵀ with X = Uᵀ dM V',
+    V' = V D and F_ij = 1 / (σ'i + σ'j) (σ' = σ D): the same gradient wherever both are defined.
+    """
+
+    @staticmethod
+    def forward(ctx, M):
+        U, S, Vh = torch.linalg.svd(M)
+        D = torch.ones_like(S)
+        D[..., 2] = torch.det(U @ Vh)
+        Vd = Vh.transpose(-1, -2) * D.unsqueeze(-2)          # V' = V D
+        ctx.save_for_backward(U, S * D, Vd)
+        return U @ Vd.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        U, Sd, Vd = ctx.saved_tensors
+        A = U.transpose(-1, -2) @ grad @ Vd
+        F = 1.0 / (Sd.unsqueeze(-1) + Sd.unsqueeze(-2))
+        return U @ (F * (A - A.transpose(-1, -2))) @ Vd.transpose(-1, -2)
+
+
 def project_to_so3(R: torch.Tensor) -> torch.Tensor:
     """Closest rotation (Frobenius) to each (..., 3, 3) matrix: U diag(1, 1, det(UV^T)) V^T.
 
-    Differentiable (gradients flow through the SVD), used both to orthonormalise APR outputs
-    (``svd_reg``) and inside the rotation-error metric.
+    Differentiable, also at inputs that already are rotations (see :class:`_ProjectToSO3`); used both
+    to orthonormalise APR outputs (``svd_reg``) and inside the rotation-error metric.
     """
-    U, _, Vh = torch.linalg.svd(R)
-    det = torch.det(U @ Vh)
-    D = torch.ones(R.shape[:-1], dtype=R.dtype, device=R.device)
-    D = torch.cat([D[..., :2], det.unsqueeze(-1)], dim=-1)
-    return U @ torch.diag_embed(D) @ Vh
+    return _ProjectToSO3.apply(R)
 
 
 def orthonormalize_pose(pose_34: torch.Tensor) -> torch.Tensor:

@@ -158,6 +158,27 @@ def test_user_registered_apr_is_picked_up(slim_ckpt, monkeypatch):
     assert feat.width == 0.25
 
 
+def test_apr_from_a_user_module(slim_ckpt, monkeypatch, tmp_path):
+    monkeypatch.setattr(dpm, "APR_REGISTRY", dict(dpm.APR_REGISTRY))
+    (tmp_path / "my_apr_plugin.py").write_text(
+        "import torch\nfrom dm.direct_pose_model import register_apr\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin = torch.nn.Linear(3, 12)\n"
+        "    def forward(self, img):\n        return self.lin(img.mean((2, 3)))\n\n"
+        "@register_apr('PluginAPR')\ndef build(args, device):\n    return Net()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(__import__("sys").modules, "my_apr_plugin", raising=False)
+    d, _ = slim_ckpt
+    args = _args("--PoseEstimatorType", "my_apr_plugin:PluginAPR", "--pretrain_featurenet_path", str(d / "feat.pt"))
+    apr, _ = load_APR_and_FeatureNet(args, "cpu")
+    assert apr.name == "PluginAPR"
+    _check_apr(apr, 8, 8)
+    for spec, msg in (("no_such_module_xyz:A", "cannot import module 'no_such_module_xyz'"),
+                      ("my_apr_plugin:Other", "did not register it")):
+        with pytest.raises(APRError, match=msg):
+            load_APR_and_FeatureNet(_args("--PoseEstimatorType", spec), "cpu")
+
+
 def test_wrapper_accepts_tuple_and_matrix_outputs_and_rejects_others():
     class Tup(nn.Module):
         def __init__(self):

@@ -68,6 +68,34 @@ def test_project_to_so3_and_rotation_error():
     assert G.rotation_error_deg(tiny, torch.eye(3, dtype=torch.float64)[None]).item() == pytest.approx(math.degrees(1e-7), rel=1e-4)
 
 
+def _svd_autograd_projection(M):
+    U, _, Vh = torch.linalg.svd(M)
+    D = torch.ones(M.shape[:-1], dtype=M.dtype)
+    D[..., 2] = torch.det(U @ Vh).detach()
+    return U @ torch.diag_embed(D) @ Vh
+
+
+def test_project_to_so3_gradient_matches_svd_autograd_and_is_finite_at_rotations():
+    g = torch.Generator().manual_seed(5)
+    M = torch.randn(6, 3, 3, dtype=torch.float64, generator=g)    # generic, some with det < 0
+    assert torch.autograd.gradcheck(G.project_to_so3, (M.clone().requires_grad_(),))
+    W = torch.randn(6, 3, 3, dtype=torch.float64, generator=g)
+    a = M.clone().requires_grad_()
+    (G.project_to_so3(a) * W).sum().backward()
+    b = M.clone().requires_grad_()
+    (_svd_autograd_projection(b) * W).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-9)
+    # an exact rotation (all singular values 1): SVD autograd gives NaN/inf, the projection does not
+    R = rand_rot(4, seed=6).requires_grad_()
+    (G.project_to_so3(R) * W[:4]).sum().backward()
+    assert torch.isfinite(R.grad).all()
+    eps = 1e-6   # and it is the derivative: central differences along a random direction
+    E = torch.randn(4, 3, 3, dtype=torch.float64, generator=g)
+    f = lambda X: (G.project_to_so3(X) * W[:4]).sum()   # noqa: E731
+    fd = (f(R.detach() + eps * E) - f(R.detach() - eps * E)) / (2 * eps)
+    assert fd.item() == pytest.approx((R.grad * E).sum().item(), rel=1e-6, abs=1e-9)
+
+
 def test_invert_and_compose():
     R = rand_rot(10, seed=4)
     t = torch.randn(10, 3, 1, dtype=torch.float64)

@@ -1,0 +1,54 @@
+"""demo.py: the orchestration runs every real entry point and collects the results (a seconds-long
+smoke run with tiny overrides; the real demo's numbers come from ``python -m bench.demo``)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import demo
+from conftest import REPO, TINY_FIELD
+
+SMOKE_NEFES = ["--epochs", "1", "--i_weights", "1", "--i_testset", "5", *TINY_FIELD]
+SMOKE = {
+    "stage1": SMOKE_NEFES,
+    "dfnet": ["--epochs", "1", "--dfnet_width", "0.125", "--batch_size", "4", "--rvs_refresh_rate", "1",
+              "--N_samples", "8", "--N_importance", "4"],
+    "stage2": [*SMOKE_NEFES, "--epochs", "2", "--epoch_to_fusion", "1"],
+    "refine": ["--opt_iter", "2", "--N_samples", "8", "--N_importance", "4"],
+}
+
+
+@pytest.fixture
+def bare_room(tiny_room, tmp_path):
+    """The tiny room with images and poses only (other tests may have written meta files into it)."""
+    room = tmp_path / "room"
+    shutil.copytree(tiny_room, room, ignore=shutil.ignore_patterns("world_setup*", "pose_avg*"))
+    return room
+
+
+def test_scene_args_adapt_to_the_scene(bare_room, tmp_path):
+    args, info = demo.scene_args(bare_room, "7Scenes", tmp_path / "meta")
+    assert info["df"] == 1 and info["n_train"] == 20 and info["n_test"] == 4
+    assert info["nefes_skip"] == 1 and info["testskip"] == 1
+    assert "--no_verification_step" not in args
+    assert not any(p.name.startswith(("world_setup", "pose_avg")) for p in bare_room.iterdir())  # meta under out
+
+
+def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
+    out = tmp_path / "out"
+    summary = demo.run_demo(out, bare_room, "7Scenes", "cpu", extra=SMOKE)
+    for key in ("apr", "refined", "seconds_per_query", "total_seconds", "seconds"):
+        assert key in summary
+    assert set(summary["seconds"]) == {"nefes_stage1", "dfnet", "nefes_stage2", "refinement"}
+    res = out / "logs" / "DFNet_NeFeS50_room"
+    assert (res / "DFNet_room_NeFeS2_APR_pose_results.txt").is_file() and (res / "trajectories.png").is_file()
+    assert json.loads((out / "demo_summary.json").read_text())["n"] == summary["n"]
+    assert (out / "meta" / "world_setup.json").is_file()
+    assert "ratio refined / APR" in demo.format_summary(summary)
+
+
+def test_cli_rejects_a_scene_without_dataset_type(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "demo.py"), "--scene", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "--dataset_type" in r.stderr

@@ -403,3 +403,14 @@ def test_no_grad_and_non_contiguous_grad_output():
     (g_t,) = torch.autograd.grad(enc(x).t(), enc.params, G)          # grad_out is a transposed view
     (g_c,) = torch.autograd.grad(enc(x), enc.params, G.t().contiguous())
     torch.testing.assert_close(g_t, g_c)
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """bench.hashgrid runs end to end (no timing is checked here)."""
+    from bench import hashgrid as bench
+    out = tmp_path / "hashgrid.txt"
+    bench.main(["--device", "cpu", "--sizes", "6", "--repeats", "1", "--out", str(out)])
+    rows = [r for r in out.read_text().splitlines() if r.startswith("cpu")]
+    assert len(rows) == len(bench.CONFIGS) and all("train" in r and "pos" in r for r in rows)
+    x = bench.make_points(1000, "rays", torch.Generator().manual_seed(0))
+    assert x.shape == (1000, 3) and x.min() >= 0 and x.max() <= 1

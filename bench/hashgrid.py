@@ -10,7 +10,9 @@ T = 2^15, resolutions 16..2048) and 2^14, 2^16, 2^18 points it times
 Points are NeRF-like samples (``--points rays``: 64 sorted samples on each of N/64 rays crossing
 the unit cube) or uniform in the cube (``--points uniform``, worst case for caches). The median
 and the minimum of ``--repeats`` runs are printed and written to ``logs/bench/hashgrid.txt``.
-The machines are shared: expect up to 2x noise, compare minima.
+The machines are shared: expect up to 2x noise, compare minima. On an oversubscribed machine
+OpenMP's spin-waiting makes many-small-op code 10-100x slower with 2 threads; run with
+``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` there.
 """
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def bench_device(device: torch.device, sizes, repeats: int, points: str, log) ->
                     enc(x)
 
             def train():
-                opt.zero_grad(set_to_none=False)
+                opt.zero_grad()
                 enc(x).backward(g_out)
                 opt.step()
 

@@ -339,10 +339,14 @@ def _run_parallel(jobs) -> None:
         f.result()
 
 
-def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, g: torch.Tensor):
-    """grad_table (E, F) += w * g at idx for every corner.   idx, w: (L, 8, n); g: (L, n, F)."""
+def _scatter_table_grad(grad_table: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, g: torch.Tensor,
+                        cpu_path: bool | None = None):
+    """grad_table (E, F) += w * g at idx for every corner.   idx, w: (L, 8, n); g: (L, n, F).
+
+    cpu_path: use the CPU strategy below (default: when the table is on the CPU); GPUs get one
+    2-D index_add_ (atomics)."""
     F = g.shape[-1]
-    if grad_table.device.type != "cpu":
+    if not (grad_table.device.type == "cpu" if cpu_path is None else cpu_path):
         grad_table.index_add_(0, idx.reshape(-1), (w[..., None] * g[:, None]).reshape(-1, F))
         return
     # CPU index_add_ on a 2-D tensor runs one small kernel per row; on 1-D it is a tight serial

@@ -403,3 +403,31 @@ def test_no_grad_and_non_contiguous_grad_output():
     (g_t,) = torch.autograd.grad(enc(x).t(), enc.params, G)          # grad_out is a transposed view
     (g_c,) = torch.autograd.grad(enc(x), enc.params, G.t().contiguous())
     torch.testing.assert_close(g_t, g_c)
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """bench.hashgrid runs end to end (no timing is checked here)."""
+    from bench import hashgrid as bench
+    out = tmp_path / "hashgrid.txt"
+    bench.main(["--device", "cpu", "--sizes", "6", "--repeats", "1", "--out", str(out)])
+    rows = [r for r in out.read_text().splitlines() if r.startswith("cpu")]
+    assert len(rows) == len(bench.CONFIGS) and all("train" in r and "pos" in r for r in rows)
+    x = bench.make_points(1000, "rays", torch.Generator().manual_seed(0))
+    assert x.shape == (1000, 3) and x.min() >= 0 and x.max() <= 1
+
+
+@pytest.mark.parametrize("F", [1, 2, 4])
+def test_scatter_strategies_agree(F):
+    """The CPU scatter (complex pairs, level-parallel threads) equals the plain one used on GPUs."""
+    gen = torch.Generator().manual_seed(6)
+    L, n, E = 5, 300, 97
+    idx = torch.randint(0, E, (L, 8, n), generator=gen, dtype=torch.int32)
+    w, g = torch.rand(L, 8, n, generator=gen), torch.randn(L, n, F, generator=gen)
+    plain, fast = torch.zeros(E, F), torch.zeros(E, F)
+    hg._scatter_table_grad(plain, idx, w, g, cpu_path=False)
+    hg._scatter_table_grad(fast, idx, w, g, cpu_path=True)
+    ref = torch.zeros(E, F, dtype=torch.float64)
+    ref.index_put_((idx.long()[..., None].expand(L, 8, n, F).reshape(-1), torch.arange(F).repeat(L * 8 * n)),
+                   (w[..., None] * g[:, None]).double().reshape(-1), accumulate=True)
+    torch.testing.assert_close(plain.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.double(), ref, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,27 +91,27 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
     common, info = scene_args(scene_dir, dataset_type, out / "meta")
     common += ["--basedir", str(logs), "--device", device]
     py = sys.executable
-    s1_dir, dfnet_dir, s2_dir = logs / "nefes_room_color_only", logs / "dfnet_room", logs / "nefes_room"
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", scene_dir.name)    # experiment folders are named after the scene
+    names = dict(stage1=f"nefes_{tag}_color_only", dfnet=f"dfnet_{tag}", stage2=f"nefes_{tag}", refine=f"DFNet_NeFeS50_{tag}")
+    s1_dir, dfnet_dir, s2_dir, res_dir = (logs / names[k] for k in ("stage1", "dfnet", "stage2", "refine"))
 
     times["nefes_stage1"] = run_step("NeFeS stage 1 (colour)", [
-        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage1.txt", *common,
+        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage1.txt", *common, "--expname", names["stage1"],
         "--trainskip", info["nefes_skip"], *extra.get("stage1", [])], logs / "stage1.log")
     s1 = latest_checkpoint(s1_dir)
     times["dfnet"] = run_step("DFNet (APR + feature extractor)", [
-        py, "train_dfnet.py", "--config", CONFIGS / "config_room_dfnet.txt", *common,
+        py, "train_dfnet.py", "--config", CONFIGS / "config_room_dfnet.txt", *common, "--expname", names["dfnet"],
         "--trainskip", info["dfnet_skip"], "--ft_path", s1, *extra.get("dfnet", [])], logs / "dfnet.log")
     dfnet = dfnet_dir / "dfnet_best.pt"
     times["nefes_stage2"] = run_step("NeFeS stages 2+3 (features, fusion)", [
-        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage2.txt", *common,
+        py, "run_nefes.py", "--config", CONFIGS / "config_room_stage2.txt", *common, "--expname", names["stage2"],
         "--trainskip", info["nefes_skip"], "--ft_path", s1, "--pretrain_featurenet_path", dfnet,
         *extra.get("stage2", [])], logs / "stage2.log")
     times["refinement"] = run_step("APR + NeFeS refinement", [
-        py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common,
+        py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common, "--expname", names["refine"],
         "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
         "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])], logs / "refinement.log")
 
-    from config.options import parse_args
-    res_dir = logs / parse_args(["--config", str(CONFIGS / "config_room_DFM.txt")]).expname
     summary = json.loads((res_dir / "summary.json").read_text())
     summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times,
                    total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir))

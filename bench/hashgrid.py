@@ -17,7 +17,6 @@ OpenMP's spin-waiting makes many-small-op code 10-100x slower with 2 threads; ru
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import time
 from pathlib import Path

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from dataset_loaders import DatasetError, RawSplit, poses
 from dataset_loaders.images import read_depth_mm
+from utils.atomic import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -54,21 +53,10 @@ def pose_avg_filename(dataset_type: str) -> str:
     return "pose_avg_stats_colmap.txt" if dataset_type == "7Scenes_colmap" else "pose_avg_stats.txt"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _try_write(path: Path, text: str) -> str:
     """Write ``text`` to ``path``; returns a provenance suffix (warns instead of failing)."""
     try:
-        _write_atomic(path, text)
+        atomic_write_text(path, text)
         return f"written to {path}"
     except OSError as e:
         _logger.warning("could not write %s (%s); using the computed values in memory only", path, e)
@@ -105,7 +93,7 @@ def write_recipe_pose_avg(datadir: Path, dataset_type: str, raw_train: RawSplit)
     path = Path(datadir) / pose_avg_filename(dataset_type)
     A = recipe_pose_avg(raw_train)
     try:
-        _write_atomic(path, _format_matrix(A))
+        atomic_write_text(path, _format_matrix(A))
     except OSError as e:
         raise DatasetError(f"{path}: cannot write pose_avg_stats ({e.strerror or e})") from None
     return path

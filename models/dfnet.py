@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from utils.atomic import atomic_torch_save
 
 _logger = logging.getLogger(__name__)
 
@@ -394,23 +395,8 @@ def _short(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_dfnet(path: str | os.PathLike, net: DFNet, bare: bool = True, **meta) -> None:
     """Save a DFNet atomically: ``bare=True`` writes the original format (a plain state dict, which
     the original code loads at width 1.0); otherwise a dict with ``model_state_dict``, ``width`` and ``meta``."""
     sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_save(sd if bare else {"model_state_dict": sd, "width": net.width, **meta}, path)
+    atomic_torch_save(sd if bare else {"model_state_dict": sd, "width": net.width, **meta}, path)

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import geometry
-from models.dfnet import DFNet, atomic_save, read_checkpoint, save_dfnet
+from models.dfnet import DFNet, read_checkpoint, save_dfnet
+from utils.atomic import atomic_torch_save
 
 _logger = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def _cached_train_renders(out_dir: Path, render_fn: RenderFn, data: DFNetTrainDa
     t0 = time.perf_counter()
     images = render_poses(render_fn, data.train_poses, data.train_hists, batch, desc="render train poses")
     _logger.info("rendered %d training views in %.1f s", len(images), time.perf_counter() - t0)
-    atomic_save({"poses": data.train_poses, "images": images}, path)
+    atomic_torch_save({"poses": data.train_poses, "images": images}, path)
     return images
 
 
@@ -337,7 +338,7 @@ def _crop_window(crop_hw, img_hw, g: torch.Generator):
 
 
 def _save_last(out_dir: Path, net, opt, sched, st: _State) -> None:
-    atomic_save({"model_state_dict": net.state_dict(), "width": net.width, "optimizer_state_dict": opt.state_dict(),
+    atomic_torch_save({"model_state_dict": net.state_dict(), "width": net.width, "optimizer_state_dict": opt.state_dict(),
                  "scheduler_state_dict": sched.state_dict(), "state": vars(st)}, out_dir / LAST_CKPT)
 
 

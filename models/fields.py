@@ -198,7 +198,12 @@ class HashGridField(_FieldBase):
         return sigma, raw[:, 1:]
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
-        return self._geometry(x)[0]
+        """sigma only (the coarse pass): the last layer's density row alone, the ReLU in place."""
+        u, inside = self._to_unit(x)
+        first, last = self.sigma_net[0], self.sigma_net[2]
+        h = torch.relu_(F.linear(self.encoding(u), first.weight, first.bias))
+        raw = F.linear(h, last.weight[:1], last.bias[:1])[:, 0]
+        return torch.where(inside, trunc_exp(raw + self.density_bias), torch.zeros_like(raw))
 
     def hidden(self, x: torch.Tensor, d: torch.Tensor, transient: bool = True) -> dict:
         sigma, geo = self._geometry(x)

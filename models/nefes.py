@@ -16,7 +16,6 @@ architecture is rebuilt from the tensor shapes.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import nn
 from models.appearance import AffineColorTransform
 from models.fields import FEAT_DIM, HashGridField, NeFeSMLPField
 from models.fusion import FusionNet
+from utils.atomic import atomic_torch_save
 
 _logger = logging.getLogger(__name__)
 
@@ -158,8 +158,6 @@ def build_nefes(args, scene_box=None) -> NeFeS:
 # ----------------------------------------------------------------------------------------------
 def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Optimizer | None = None, **extra) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
         "global_step": int(global_step),
         "network_fn_state_dict": model.network_fn_state_dict(),
@@ -170,13 +168,7 @@ def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Opti
         "hparams": dict(model.hparams),
         **extra,
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_torch_save(ckpt, path)
 
 
 def _read(path: Path) -> dict:

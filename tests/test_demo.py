@@ -49,6 +49,21 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert "ratio refined / APR" in demo.format_summary(summary)
 
 
+def test_smoke_demo_on_a_cambridge_scene(tmp_path):
+    """Cambridge layout (semantic masks present): no verification step, masked NeFeS losses."""
+    from dataset_loaders.synthetic import generate
+    street = tmp_path / "street"
+    generate("street", street, seed=5, width=107, height=60, n_train_seq=2, frames_per_seq=4, n_test_seq=1,
+             test_frames_per_seq=3, progress=False)
+    args, info = demo.scene_args(street, "Cambridge", tmp_path / "meta")
+    assert "--no_verification_step" in args and "--semantic" in args and info["df"] == 1
+    out = tmp_path / "out"
+    summary = demo.run_demo(out, street, "Cambridge", "cpu", extra=SMOKE)
+    assert summary["n"] == 3 and summary["refined"]["median_t"] >= 0
+    assert (out / "logs" / "DFNet_NeFeS50_street" / "DFNet_street_NeFeS2_APR_pose_results.txt").is_file()
+    assert (out / "meta" / "world_setup.json").is_file()
+
+
 def test_cli_rejects_a_scene_without_dataset_type(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "demo.py"), "--scene", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "--dataset_type" in r.stderr

@@ -1,5 +1,4 @@
 """dm.metrics and dm.plots: errors with known answers, recalls, file I/O, paper numbers (spec §6.2)."""
-import math
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Refinement (spec §5): pose parameterisation, the APR fine-tuning loop, verification, bicubic
 upsampling, and test_refinement.py end to end on the tiny synthetic room."""
 import json
-import math
 
 import numpy as np
 import pytest

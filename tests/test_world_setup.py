@@ -95,7 +95,7 @@ def test_unwritable_datadir_warns_and_continues(tmp_path, caplog, monkeypatch):
     def refuse(path, text):  # what a read-only datadir does (chmod does not stop root)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(world_setup, "_write_atomic", refuse)
+    monkeypatch.setattr(world_setup, "atomic_write_text", refuse)
     with caplog.at_level(logging.WARNING):
         s = load_scene(F.make_args(fake.datadir, "7Scenes"))
     assert "NOT written" in s.provenance["pose_avg"] and "NOT written" in s.provenance["world_setup"]

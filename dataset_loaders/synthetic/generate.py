@@ -25,6 +25,7 @@ from dataset_loaders.synthetic.room import build_room
 from dataset_loaders.synthetic.street import build_street
 from dataset_loaders.synthetic.trajectories import exposure_walk, make_trajectory
 from models import geometry
+from utils.atomic import atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
@@ -185,9 +186,7 @@ def generate(kind: str, out, *, seed: int = 0, width: int | None = None, height:
     if with_meta:
         _write_meta(kind, meta_dir, jobs, G, scene)
     info = _info(kind, seed, layout, name, out, data_dir, meta_dir, intr, scene, jobs, G, with_meta)
-    tmp = data_dir / (INFO_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp, data_dir / INFO_FILE)          # written last: its presence marks a complete scene
+    atomic_write_text(data_dir / INFO_FILE, json.dumps(info, indent=1) + "\n")   # last: marks a complete scene
     (data_dir / INCOMPLETE_MARKER).unlink()
     return info
 

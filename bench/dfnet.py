@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from config.options import available_devices
 from models import geometry
 from models.dfnet import DFNet
 
@@ -244,7 +245,7 @@ def main(argv=None):
     else:
         sizes = [(60, 80), (120, 160), (240, 320)]
         lines = []
-        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() and a.device != "cpu" else [])
+        devices = [d for d in available_devices() if a.device != "cpu" or d.type == "cpu"]
         for dev in devices:
             widths = (0.125, 0.25, 0.5, 1.0)
             lines += bench_forward(dev, sizes, widths, a.batch, a.reps if dev.type == "cpu" else 10 * a.reps)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from config.options import available_devices
 from models.losses import l1_feature_loss, nerfw_color_loss, psnr
 from models.nefes import PAPER_HPARAMS, build_from_hparams
 from models.rays import get_rays
@@ -285,7 +286,7 @@ def main(argv=None):
 
     log(f"bench.field: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')}")
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = available_devices()
     results = {}
     for dev in devices:
         results[dev.type] = bench_device(dev, log, quick=a.quick)

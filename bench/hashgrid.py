@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from config.options import available_devices
 from models.hashgrid import HashGridEncoding
 
 CONFIGS = {  # name -> HashGridEncoding kwargs
@@ -107,11 +108,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = []
-    if args.device in ("cpu", "all"):
-        devices.append(torch.device("cpu"))
-    if args.device in ("cuda", "all") and torch.cuda.is_available():
-        devices.append(torch.device("cuda"))
+    devices = [d for d in available_devices() if args.device in ("all", d.type)]
     if not devices:
         raise SystemExit(f"error: --device {args.device}: no such device available")
     lines = []

@@ -263,6 +263,13 @@ def get_device(name: str = "auto"):
     return dev
 
 
+def available_devices() -> list:
+    """The CPU, plus the default CUDA device when one is present (benchmarks measure both)."""
+    import torch
+    auto = get_device("auto")
+    return [torch.device("cpu")] + ([auto] if auto.type != "cpu" else [])
+
+
 def save_config(args: argparse.Namespace, out_dir: str | Path) -> None:
     """Write the effective configuration as ``args.txt`` (key = value) into ``out_dir``."""
     out_dir = Path(out_dir)

@@ -28,6 +28,15 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_room(tmp_path_factory) -> Path:
     """A tiny synthetic 7-Scenes-layout room (64x48, 2x10 train + 4 test frames), generated once."""

@@ -11,13 +11,7 @@ from dm.direct_pose_model import APR, APRError, load_APR_and_FeatureNet, registe
 from models.dfnet import DFNet, save_dfnet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _need_torchvision():

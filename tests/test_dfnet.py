@@ -9,13 +9,7 @@ from models import dfnet as dfnet_mod
 from models.dfnet import DFNet, DFNetCheckpointError, infer_width, load_dfnet, save_dfnet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Spec §7.1, typed in by hand (not taken from the module): VGG16 conv indices and channel counts.

@@ -11,13 +11,7 @@ from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_vali
                                    train_dfnet, triplet_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 H = W = 32

@@ -113,7 +113,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
         "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])], logs / "refinement.log")
 
     summary = json.loads((res_dir / "summary.json").read_text())
-    summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times,
+    summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times, experiments=names,
                    total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir))
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

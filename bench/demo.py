@@ -33,12 +33,12 @@ def measure(device: str, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     s = run_demo(out, device=device)
     print(format_summary(s))
-    logs = out / "logs"
+    logs, exps = out / "logs", s["experiments"]
     a, r, sec = s["apr"], s["refined"], s["seconds"]
     return dict(
         device=s["device"], data_minutes=sec.get("data", 0) / 60,
-        nefes_stage1_minutes=sec["nefes_stage1"] / 60, nefes_stage1_psnr=_last_val_psnr(logs / "nefes_room_color_only"),
-        nefes_stage23_minutes=sec["nefes_stage2"] / 60, nefes_psnr=_last_val_psnr(logs / "nefes_room"),
+        nefes_stage1_minutes=sec["nefes_stage1"] / 60, nefes_stage1_psnr=_last_val_psnr(logs / exps["stage1"]),
+        nefes_stage23_minutes=sec["nefes_stage2"] / 60, nefes_psnr=_last_val_psnr(logs / exps["stage2"]),
         nefes_minutes=(sec["nefes_stage1"] + sec["nefes_stage2"]) / 60,
         dfnet_minutes=sec["dfnet"] / 60, apr_t=a["median_t"], apr_r=a["median_r"],
         refined_t=r["median_t"], refined_r=r["median_r"],

@@ -42,6 +42,7 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     for key in ("apr", "refined", "seconds_per_query", "total_seconds", "seconds"):
         assert key in summary
     assert set(summary["seconds"]) == {"nefes_stage1", "dfnet", "nefes_stage2", "refinement"}
+    assert all((out / "logs" / name).is_dir() for name in summary["experiments"].values())
     res = out / "logs" / "DFNet_NeFeS50_room"
     assert (res / "DFNet_room_NeFeS2_APR_pose_results.txt").is_file() and (res / "trajectories.png").is_file()
     assert json.loads((out / "demo_summary.json").read_text())["n"] == summary["n"]

@@ -107,14 +107,15 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
         py, "run_nefes.py", "--config", CONFIGS / "config_room_stage2.txt", *common, "--expname", names["stage2"],
         "--trainskip", info["nefes_skip"], "--ft_path", s1, "--pretrain_featurenet_path", dfnet,
         *extra.get("stage2", [])], logs / "stage2.log")
-    times["refinement"] = run_step("APR + NeFeS refinement", [
-        py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common, "--expname", names["refine"],
-        "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
-        "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])], logs / "refinement.log")
+    refine_cmd = [py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common,
+                  "--expname", names["refine"], "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
+                  "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])]
+    times["refinement"] = run_step("APR + NeFeS refinement", refine_cmd, logs / "refinement.log")
 
     summary = json.loads((res_dir / "summary.json").read_text())
     summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times, experiments=names,
-                   total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir))
+                   total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir),
+                   refine_command=[str(c) for c in refine_cmd[1:]])   # rerun with overrides: bench.refine_ablation
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -97,6 +97,9 @@ def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_fe
         iterations, whether the verification step reverted to the APR prediction).
     """
     H, W = img.shape[-2:]
+    if s.crop < 0 or 2 * s.crop >= min(H, W):
+        raise ValueError(f"refine_crop={s.crop} leaves no pixels of the {W}x{H} working image "
+                         f"(needs 0 <= refine_crop <= {(min(H, W) - 1) // 2})")
     model = copy.deepcopy(apr)
     model.train()   # as the original (no effect on DFNet's pose path; BN-based APRs use batch stats)
     if img.device.type == "cpu":   # NHWC convolutions are faster on CPU (same numbers)

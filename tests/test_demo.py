@@ -49,6 +49,15 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert (out / "meta" / "world_setup.json").is_file()
     assert "ratio refined / APR" in demo.format_summary(summary)
 
+    # the refinement command stored in the summary reruns with overrides (bench.refine_ablation)
+    from bench import refine_ablation
+    assert refine_ablation.main(["--demo_dir", str(out), "--variants", "paper_crop_lr,demo", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "refine_ablation.json").read_text())
+    assert [r["variant"] for r in rows] == ["paper_crop_lr", "demo"]
+    args = (out / "logs" / "ablation_paper_crop_lr" / "args.txt").read_text()
+    assert "refine_crop = 10" in args and "learning_rate = 1e-05" in args
+    assert rows[1]["refined"] == summary["refined"]          # the demo variant reproduces the demo exactly
+
 
 def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     """Cambridge layout (semantic masks present): no verification step, masked NeFeS losses."""

@@ -102,6 +102,39 @@ def test_apr_finetuning_refines_and_keeps_the_original_apr():
     assert t1 < 0.3 * t0 and r1 < 0.3 * r0 and not info["reverted"]
 
 
+class BorderOnlyCamera(BlobCamera):
+    """Renders features that match the target only outside a central window: the loss depends on
+    the pose only through border pixels."""
+
+    def render(self, nefes, c2w, hist):
+        out = super().render(nefes, c2w, hist)
+        fused = out["fused"].clone()
+        fused[..., 4:-4, 4:-4] = 1.0                                      # centre: pose-independent
+        return {"fused": fused, "rgb": fused[:, :3]}
+
+
+def test_refine_crop_removes_border_pixels_from_the_loss():
+    cam, gt = BorderOnlyCamera(), torch.eye(3, 4)
+    target = bicubic_resize(cam.render(None, gt, None)["fused"], (48, 64))
+    img = torch.rand(1, 3, 48, 64)
+    apr = PoseParamAPR(_perturbed(gt))
+    losses = {}
+    for crop in (0, 12):   # 12 px at 48x64: every bicubic tap of what is left lies in the constant centre
+        s = APRRefineSettings(opt_iter=3, learning_rate=0.01, crop=crop, verification=False)
+        refined, info = refine_with_apr(apr, None, img, None, target, cam, s)
+        losses[crop] = info["losses"]
+    assert losses[0][-1] < losses[0][0]                                  # border pixels drive the pose
+    assert max(losses[12]) == min(losses[12])                            # cropped away: nothing to optimise
+
+
+@pytest.mark.parametrize("crop", [-1, 24, 30])
+def test_refine_crop_that_leaves_no_pixels_is_a_clear_error(crop):
+    cam, gt = BlobCamera(), torch.eye(3, 4)
+    s = APRRefineSettings(opt_iter=1, crop=crop, verification=False)
+    with pytest.raises(ValueError, match="refine_crop"):
+        refine_with_apr(PoseParamAPR(gt), None, torch.rand(1, 3, 48, 64), None, torch.rand(1, 12, 48, 64), cam, s)
+
+
 class WorseningCamera(BlobCamera):
     """Renders the query itself at the first iteration, noise afterwards: PSNR/SSIM drop."""
 

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "paper_crop_lr": ["--refine_crop", "10", "--learning_rate", "1e-5"],
     "paper_lr": ["--learning_rate", "1e-5"],
+    "half_lr": ["--learning_rate", "2e-5"],
     "paper_crop": ["--refine_crop", "10"],
     "demo": [],
     "demo_32_coarse": ["--N_samples", "32"],

@@ -339,7 +339,7 @@ def _crop_window(crop_hw, img_hw, g: torch.Generator):
 
 def _save_last(out_dir: Path, net, opt, sched, st: _State) -> None:
     atomic_torch_save({"model_state_dict": net.state_dict(), "width": net.width, "optimizer_state_dict": opt.state_dict(),
-                 "scheduler_state_dict": sched.state_dict(), "state": vars(st)}, out_dir / LAST_CKPT)
+                       "scheduler_state_dict": sched.state_dict(), "state": vars(st)}, out_dir / LAST_CKPT)
 
 
 def _resume(out_dir: Path, net, opt, sched, device) -> _State:

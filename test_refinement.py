@@ -33,8 +33,8 @@ def predict_all(apr, split, device) -> np.ndarray:
                      for i in range(len(split))])
 
 
-def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tuple[np.ndarray, list, list]:
-    """Refine every test query; returns (poses (N,3,4), per-query info, per-query seconds)."""
+def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
+    """``refine(i) -> ((3, 4) pose, info)`` for test query ``i`` (``pose_only`` 2 or 3), NeFeS loaded once."""
     from dm.refine_apr import APRRefineSettings, RenderCamera, refine_with_apr
     from dm.refine_pose import PoseRefineSettings, refine_pose
     from models.nefes import load_nefes
@@ -48,24 +48,33 @@ def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tupl
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
-    # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
-    # imports torch._dynamo (~1.4 s on CPU)
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    refined, infos, seconds = [], [], []
-    bar = tqdm(range(len(scene.test)), desc=f"refining (pose_only={args.pose_only})")
-    for i in bar:
+
+    def refine(i: int):
         item = scene.test[i]
         img, hist = item["img"][None].to(device), item["hist"].to(device)
-        t0 = time.perf_counter()
         if args.pose_only == 2:
             with torch.no_grad():
                 target = featnet.extract_features(img)                         # (1, 128, H, W)
-            pose, info = refine_with_apr(apr, nefes, img, hist, target, cam, apr_s)
-        else:
-            with torch.no_grad():
-                target = featnet.extract_features(img, (h, w))                 # (1, 128, h, w)
-            init = torch.as_tensor(apr_poses[i], dtype=torch.float32, device=device)
-            pose, info = refine_pose(init, nefes, hist, target, cam, pose_s)
+            return refine_with_apr(apr, nefes, img, hist, target, cam, apr_s)
+        with torch.no_grad():
+            target = featnet.extract_features(img, (h, w))                     # (1, 128, h, w)
+        init = torch.as_tensor(apr_poses[i], dtype=torch.float32, device=device)
+        return refine_pose(init, nefes, hist, target, cam, pose_s)
+
+    # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
+    # imports torch._dynamo (~1.4 s on CPU)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    return refine
+
+
+def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tuple[np.ndarray, list, list]:
+    """Refine every test query; returns (poses (N,3,4), per-query info, per-query seconds)."""
+    refine = build_refiner(args, scene, apr, featnet, device, apr_poses)
+    refined, infos, seconds = [], [], []
+    bar = tqdm(range(len(scene.test)), desc=f"refining (pose_only={args.pose_only})")
+    for i in bar:
+        t0 = time.perf_counter()
+        pose, info = refine(i)
         seconds.append(time.perf_counter() - t0)
         refined.append(pose.double().cpu().numpy())
         infos.append(info)

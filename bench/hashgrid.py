@@ -10,7 +10,8 @@ T = 2^15, resolutions 16..2048) and 2^14, 2^16, 2^18 points it times
 Points are NeRF-like samples (``--points rays``: 64 sorted samples on each of N/64 rays crossing
 the unit cube) or uniform in the cube (``--points uniform``, worst case for caches). The median
 and the minimum of ``--repeats`` runs are printed and written to ``logs/bench/hashgrid.txt``.
-The machines are shared: expect up to 2x noise, compare minima. On an oversubscribed machine
+The CPU lookup is the fused kernel when it builds (``NEFES_CPU_KERNEL=0``: the pure-PyTorch path;
+the first line says which). The machines are shared: expect up to 2x noise, compare minima. On an oversubscribed machine
 OpenMP's spin-waiting makes many-small-op code 10-100x slower with 2 threads; run with
 ``OMP_WAIT_POLICY=PASSIVE`` or ``--threads 1`` there.
 """
@@ -117,8 +118,12 @@ def main(argv=None) -> None:
         print(s, flush=True)
         lines.append(s)
 
+    from models import hashgrid_cpu
+    cpu_path = ("fused CPU kernel" if hashgrid_cpu.get() is not None else
+                f"pure PyTorch ({'NEFES_CPU_KERNEL=0' if not hashgrid_cpu.enabled() else hashgrid_cpu.error()})")
     log(f"# hash grid benchmark: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, points={args.points}, median (min) of {args.repeats}")
+        f"{torch.get_num_threads()} threads, points={args.points}, median (min) of {args.repeats}; "
+        f"CPU lookup: {cpu_path}")
     for dev in devices:
         bench_device(dev, args.sizes, args.repeats, args.points, log)
     out = Path(args.out)

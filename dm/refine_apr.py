@@ -4,6 +4,8 @@ For each query independently: copy the original APR, run ``opt_iter`` Adam steps
 weights minimising the cosine feature loss between the query's DFNet features and NeFeS features
 rendered at the copy's predicted pose, then predict again. A PSNR/SSIM verification step (7-Scenes)
 keeps the APR's own prediction when the rendered image did not get closer to the query.
+The paper's per-channel loss on the upsampled, cropped features is evaluated at the render size
+(:class:`UpsampledCosineLoss`, the same value without building the upsampled map).
 """
 from __future__ import annotations
 
@@ -85,6 +87,46 @@ def _crop(x: torch.Tensor, c: int) -> torch.Tensor:
     return x[..., c:x.shape[-2] - c, c:x.shape[-1] - c] if c > 0 else x
 
 
+class UpsampledCosineLoss:
+    """The paper's per-channel refinement loss on upsampled features, evaluated at the render size.
+
+    Equals ``feature_cosine_loss(crop(bicubic(x, (H, W))), crop(target))`` (per channel, spec §5.1) up to
+    float rounding, without building the (C, H, W) map: the cropped upsampling is ``U = M_h x M_wᵀ``
+    (rows ``crop..H-crop`` of the bicubic matrices), so per channel
+
+        <U, t / |t|> = <x, M_hᵀ (t / |t|) M_w>     (the right factor is fixed per query: built once)
+        |U|^2 = |R_h x R_wᵀ|^2                      (M = Q R, Q with orthonormal columns)
+
+    Both are contractions at the render size (4x fewer values at tinyscale 2, 16x at 4), and the norms
+    are clamped at ``eps`` as ``torch.nn.functional.cosine_similarity`` does.
+    """
+
+    def __init__(self, target: torch.Tensor, in_hw: tuple[int, int], crop: int, eps: float = 1e-6):
+        """target: (1, C, H, W) query features at the working size; in_hw: render size (h, w)."""
+        H, W = target.shape[-2:]
+        dev, dt = target.device, target.dtype
+        Mh = _bicubic_matrix(in_hw[0], H, dev.type)[crop:H - crop]          # (H - 2c, h), float64
+        Mw = _bicubic_matrix(in_hw[1], W, dev.type)[crop:W - crop]
+        t = _crop(target[0], crop).double()                                   # (C, H - 2c, W - 2c)
+        t_unit = t / torch.linalg.vector_norm(t, dim=(1, 2), keepdim=True).clamp_min(eps)
+        self.proj = (Mh.t() @ t_unit @ Mw).to(dt)                             # (C, h, w)
+        self.Rh = torch.linalg.qr(Mh, mode="r")[1].to(dt)                     # (k, h)
+        self.RwT = torch.linalg.qr(Mw, mode="r")[1].t().contiguous().to(dt)   # (w, k')
+        self.eps = eps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (1, C, h, w) fused features at the render size -> scalar loss."""
+        C, h, w = x.shape[-3:]
+        dot = (x[0] * self.proj).sum(dim=(1, 2))                             # (C,)
+        # R_h x R_wᵀ as two plain matmuls: rows first (channels folded into columns), then columns
+        xr = (self.Rh @ x[0].transpose(0, 1).reshape(h, C * w)).view(-1, C, w)
+        y = xr.reshape(-1, w) @ self.RwT
+        norm = y.view(-1, C, y.shape[-1]).square().sum(dim=(0, 2)).sqrt().clone()
+        with torch.no_grad():   # as cosine_similarity: the clamp changes the value, not the gradient
+            norm.clamp_min_(self.eps)
+        return 1.0 - (dot / norm).mean()
+
+
 def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_feat: torch.Tensor,
                     cam: RenderCamera, s: APRRefineSettings) -> tuple[torch.Tensor, dict]:
     """Refine one query by fine-tuning a fresh copy of ``apr``.
@@ -112,14 +154,20 @@ def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_fe
         opt = torch.optim.Adam(params, lr=s.learning_rate)
     target = _crop(target_feat, s.crop)
     img_c = _crop(img, s.crop)
+    folded = None   # per channel (the paper): upsampling and crop folded into the loss; per pixel: explicit
     losses, checks = [], {}
     # iteration i renders the pose after i updates: compare 0 with opt_iter-1 (49 of 50, as the original)
     check_at = {0, s.opt_iter - 1} if s.verification else set()
     for it in range(s.opt_iter):
         pose = predict(model, img, s.svd_reg)
         out = cam.render(nefes, pose, hist)
-        fused = bicubic_resize(out["fused"], (H, W))
-        loss = feature_cosine_loss(_crop(fused, s.crop)[0], target[0], per_pixel=s.per_pixel)
+        if not s.per_pixel:
+            if folded is None:
+                folded = UpsampledCosineLoss(target_feat, tuple(out["fused"].shape[-2:]), s.crop)
+            loss = folded(out["fused"])
+        else:
+            fused = bicubic_resize(out["fused"], (H, W))
+            loss = feature_cosine_loss(_crop(fused, s.crop)[0], target[0], per_pixel=True)
         if it in check_at:
             with torch.no_grad():
                 rgb = _crop(bicubic_resize(out["rgb"], (H, W)), s.crop)

@@ -33,6 +33,10 @@ small part of it; ``torch.optim.Adam(params, fused=True)`` is about 5x faster th
 (foreach) Adam on CPU. Render under ``torch.no_grad()`` (nothing is kept for a backward then), and
 eagerly: env-notes measured a compiled no-grad forward 6-8x slower than eager.
 
+Optional fused CPU kernel: for float32 tables on the CPU the forward (lookup and d out / d x) runs in
+one C++ pass per (point, level) (``models/hashgrid_cpu.py``, built on first use; the pure path below
+stays the reference and runs whenever the kernel is unavailable or ``NEFES_CPU_KERNEL=0``).
+
 Optional tiny-cuda-nn backend: with ``use_tcnn="auto"`` and ``tinycudann`` importable, CUDA inputs
 go through ``tcnn.Encoding`` (HashGrid, float32) sharing the same ``params`` Parameter;
 ``"always"`` uses it for every input (tcnn itself needs CUDA), ``"never"`` disables it.
@@ -51,6 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from models import hashgrid_cpu
 
 _logger = logging.getLogger(__name__)
 
@@ -193,6 +199,12 @@ class _Plan:
         self.dense_offsets, self.hashed_offsets = offsets[:Ld], offsets[Ld:]
         self.dense_limits = sizes + offsets[:Ld]        # wrap test after the offset was added
         self.jac_scales = self.scales.to(dtype).view(L, 1, 1, 1)  # d p / d x
+        # per-level constants for the fused CPU kernel (models/hashgrid_cpu.py)
+        self.kernel_args = None
+        if device.type == "cpu" and dtype == torch.float32 and self.itype == torch.int32:
+            self.kernel_args = (self.scales.view(L), self.jac_scales.view(L), self.strides.view(L, 3).long(),
+                                offsets.view(L).long(), torch.tensor(layout.sizes, dtype=torch.int64),
+                                torch.tensor(layout.hashed, dtype=torch.bool), mask)
 
 
 @functools.lru_cache(maxsize=32)
@@ -384,17 +396,22 @@ def _encode(x, params, layout: GridLayout, chunk: int, need_x: bool, need_p: boo
 
     Returns out (N, L*F) and what the backward needs: idx (L, 8, n) and frac (L, 3, n) blocks
     when need_p (None when they would take more than SAVE_CORNERS_MAX_BYTES: recomputed), and
-    d out / d x blocks (L, 3, n, F) when need_x.
+    d out / d x as (N, 3, L*F) when need_x (point-major: the backward is one batched mat-vec).
+    Uses the fused CPU kernel (models/hashgrid_cpu.py) when it is available.
     """
     N, L, F = x.shape[0], layout.n_levels, layout.n_features_per_level
     plan = _plan(layout, x.device, params.dtype)
     table = params.view(-1, F)
-    out = torch.empty(N, L, F, dtype=params.dtype, device=x.device)
     idx_bytes = torch.empty((), dtype=plan.itype).element_size()
     save = need_p and N * L * (8 * idx_bytes + 3 * params.element_size()) <= SAVE_CORNERS_MAX_BYTES
+    kernel = hashgrid_cpu.get() if plan.kernel_args is not None and F in (1, 2, 4, 8) else None
+    if kernel is not None:
+        out, jac_all, idx_all, frac_all = kernel.encode_forward(x, table, *plan.kernel_args, chunk, need_x, save)
+        return out, (idx_all if save else None), (frac_all if save else None), (jac_all if need_x else None)
+    out = torch.empty(N, L, F, dtype=params.dtype, device=x.device)
     idx_all = torch.empty(N * L * 8, dtype=plan.itype, device=x.device) if save else None
     frac_all = torch.empty(N * L * 3, dtype=params.dtype, device=x.device) if save else None
-    jac_all = torch.empty(N * L * 3 * F, dtype=params.dtype, device=x.device) if need_x else None
+    jac_all = torch.empty(N, 3, L, F, dtype=params.dtype, device=x.device) if need_x else None
     for i in range(0, N, chunk):
         xc = x[i:i + chunk]
         n = xc.shape[0]
@@ -402,10 +419,10 @@ def _encode(x, params, layout: GridLayout, chunk: int, need_x: bool, need_p: boo
         feats, jac = _interpolate(_gather(table, idx), frac, plan, need_x)
         out[i:i + n] = feats.transpose(0, 1)
         if need_x:
-            _block(jac_all, i, (L, 3, n, F)).copy_(jac)
+            jac_all[i:i + n] = jac.permute(2, 1, 0, 3)
         if save:
             _block(frac_all, i, (L, 3, n)).copy_(frac)
-    return out.view(N, L * F), idx_all, frac_all, jac_all
+    return out.view(N, L * F), idx_all, frac_all, (jac_all.view(N, 3, L * F) if need_x else None)
 
 
 class _HashGridFunction(torch.autograd.Function):
@@ -432,18 +449,16 @@ class _HashGridFunction(torch.autograd.Function):
         plan = _plan(layout, x.device, dtype)
         grad_out = grad_out.to(dtype).reshape(N, L, F)
         grad_table = torch.zeros(layout.n_entries, F, dtype=dtype, device=x.device) if need_p else None
-        grad_x = torch.empty(N, 3, dtype=dtype, device=x.device) if need_x else None
-        for i in range(0, N, chunk):
-            n = min(chunk, N - i)
-            g = grad_out[i:i + n].transpose(0, 1)                            # (L, n, F)
-            if need_p:
+        grad_x = torch.bmm(jac_all, grad_out.reshape(N, L * F, 1)).view(N, 3) if need_x else None
+        if need_p:
+            for i in range(0, N, chunk):
+                n = min(chunk, N - i)
+                g = grad_out[i:i + n].transpose(0, 1)                        # (L, n, F)
                 if idx_all is not None:
                     idx, frac = _block(idx_all, i, (L, 8, n)), _block(frac_all, i, (L, 3, n))
                 else:
                     idx, frac = _cell(x[i:i + n], plan)
                 _scatter_table_grad(grad_table, idx, _weights(frac), g)
-            if need_x:
-                grad_x[i:i + n] = torch.einsum("ldnf,lnf->nd", _block(jac_all, i, (L, 3, n, F)), g)
         return grad_x, (grad_table.view(-1) if need_p else None), None, None, None, None
 
 

@@ -58,6 +58,12 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert "refine_crop = 10" in args and "learning_rate = 1e-05" in args
     assert rows[1]["refined"] == summary["refined"]          # the demo variant reproduces the demo exactly
 
+    # paired timing of two environments on the same demo (bench.refine_pair)
+    from bench import refine_pair
+    assert refine_pair.main(["--demo_dir", str(out), "--queries", "2", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "refine_pair.txt").read_text()
+    assert "(2 queries" in text and "NEFES_CPU_KERNEL=0" in text and "b / a: median" in text
+
 
 def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     """Cambridge layout (semantic masks present): no verification step, masked NeFeS losses."""

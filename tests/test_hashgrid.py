@@ -431,3 +431,45 @@ def test_scatter_strategies_agree(F):
                    (w[..., None] * g[:, None]).double().reshape(-1), accumulate=True)
     torch.testing.assert_close(plain.double(), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- fused CPU kernel
+def _kernel_or_reason():
+    from models import hashgrid_cpu
+    if hashgrid_cpu.get() is None:   # optional accelerator (like tiny-cuda-nn): say why it is missing
+        pytest.skip(f"the optional fused CPU hash-grid kernel is unavailable here: {hashgrid_cpu.error()}")
+
+
+@pytest.mark.parametrize("cfg", SMALL_CONFIGS + [(8, 2, 17, 16, 1.9)])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_cpu_kernel_matches_pure_path(cfg, chunk, monkeypatch):
+    _kernel_or_reason()
+    gen = torch.Generator().manual_seed(6)
+    lay = grid_layout(*cfg)
+    table = torch.randn(lay.n_params, generator=gen)
+    x = torch.cat([torch.rand(300, 3, generator=gen), torch.tensor([[-0.2, 0.5, 1.3], [1.0, 1.0, 0.0]])])
+    g = torch.randn(len(x), cfg[0] * cfg[1], generator=gen)
+    runs = {}
+    for use_kernel in (True, False):
+        monkeypatch.setenv("NEFES_CPU_KERNEL", "1" if use_kernel else "0")
+        c = chunk or hg._default_chunk(lay, x.device)
+        # what the forward keeps for the backward: corner indices and fractions (training), d out / d x
+        raw = hg._encode(x.clamp(0, 1), table, lay, c, True, True)
+        xs, ts = x.clone().requires_grad_(), table.clone().requires_grad_()
+        out = hashgrid_encode(xs, ts, lay, chunk=chunk)
+        runs[use_kernel] = (raw, out.detach(), *torch.autograd.grad(out, (xs, ts), g))
+    (k_raw, k_out, k_gx, k_gt), (p_raw, p_out, p_gx, p_gt) = runs[True], runs[False]
+    assert torch.equal(k_raw[1], p_raw[1])                                   # corner indices: exact
+    torch.testing.assert_close(k_raw[2], p_raw[2], rtol=0, atol=0)          # fractions: exact
+    # d out / d x takes differences of differences, scaled by the level resolution: float rounding
+    # (fused multiply-adds or not) shows at ~1e-6 of the largest value
+    torch.testing.assert_close(k_raw[3], p_raw[3], rtol=1e-5, atol=1e-6 * p_raw[3].abs().max().item())
+    torch.testing.assert_close(k_out, p_out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(k_gx, p_gx, rtol=1e-5, atol=1e-6 * p_gx.abs().max().item())
+    torch.testing.assert_close(k_gt, p_gt, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_kernel_can_be_switched_off(monkeypatch):
+    from models import hashgrid_cpu
+    monkeypatch.setenv("NEFES_CPU_KERNEL", "0")
+    assert hashgrid_cpu.get() is None

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dm.refine_apr import APRRefineSettings, bicubic_resize, refine_with_apr
+from dm.refine_apr import APRRefineSettings, UpsampledCosineLoss, bicubic_resize, refine_with_apr
+from models.losses import feature_cosine_loss
 from dm.refine_pose import PoseRefineSettings, apply_update, refine_pose
 from models import geometry as G
 
@@ -18,6 +19,27 @@ def test_separable_bicubic_equals_torch_bicubic(src, dst):
     x = torch.randn(2, 5, *src, dtype=torch.float64)
     ref = F.interpolate(x, size=dst, mode="bicubic", align_corners=False)
     assert torch.allclose(bicubic_resize(x, dst), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("src,dst,crop", [((30, 40), (60, 80), 3), ((15, 20), (60, 80), 10), ((30, 40), (60, 80), 0),
+                                          ((9, 13), (20, 31), 9)])
+def test_folded_loss_equals_upsample_crop_then_cosine(src, dst, crop):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 6, *src, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(1, 6, *dst, generator=g, dtype=torch.float64)
+    ref = feature_cosine_loss(bicubic_resize(x, dst)[..., crop:dst[0] - crop, crop:dst[1] - crop][0],
+                              target[..., crop:dst[0] - crop, crop:dst[1] - crop][0])
+    (g_ref,) = torch.autograd.grad(ref, x)
+    loss = UpsampledCosineLoss(target, src, crop)(x)
+    (g_new,) = torch.autograd.grad(loss, x)
+    assert loss.item() == pytest.approx(ref.item(), abs=1e-12)
+    assert torch.allclose(g_new, g_ref, atol=1e-12)
+    # float32, as refinement runs it
+    x32 = x.detach().float().requires_grad_(True)
+    loss32 = UpsampledCosineLoss(target.float(), src, crop)(x32)
+    (g32,) = torch.autograd.grad(loss32, x32)
+    assert loss32.item() == pytest.approx(ref.item(), abs=1e-5)
+    assert torch.allclose(g32.double(), g_ref, rtol=1e-3, atol=1e-6 * g_ref.abs().max().item())
 
 
 def test_apply_update_semantics():
@@ -217,3 +239,12 @@ def test_missing_nefes_checkpoint_is_one_clear_error(tiny_room, tiny_models, tmp
     assert test_refinement.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.tar" in err[0]
+
+
+def test_refine_loss_benchmark_smoke(tmp_path):
+    from bench import refine_loss
+    assert refine_loss.main(["--repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = (tmp_path / "refine_loss.txt").read_text().splitlines()[2:]
+    assert [r.split()[0] for r in rows] == ["demo", "paper"]
+    for r in rows:   # the folded loss agrees with the explicit one
+        assert float(r.split()[-2]) < 1e-5 and float(r.split()[-1]) < 1e-3

@@ -127,6 +127,15 @@ class UpsampledCosineLoss:
         return 1.0 - (dot / norm).mean()
 
 
+def _refinement_loss(target_feat: torch.Tensor, render_hw: tuple[int, int], s: APRRefineSettings):
+    """fused (1, C, h, w) -> loss against the query's features (1, C, H, W): upsample, crop, cosine.
+    Per channel (the paper) in the folded form; per pixel explicitly."""
+    if not s.per_pixel:
+        return UpsampledCosineLoss(target_feat, render_hw, s.crop)
+    size, target = tuple(target_feat.shape[-2:]), _crop(target_feat, s.crop)[0]
+    return lambda fused: feature_cosine_loss(_crop(bicubic_resize(fused, size), s.crop)[0], target, per_pixel=True)
+
+
 def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_feat: torch.Tensor,
                     cam: RenderCamera, s: APRRefineSettings) -> tuple[torch.Tensor, dict]:
     """Refine one query by fine-tuning a fresh copy of ``apr``.
@@ -152,22 +161,17 @@ def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_fe
         opt = torch.optim.Adam(params, lr=s.learning_rate, fused=True)
     except (RuntimeError, TypeError):   # fused Adam needs a recent torch and float tensors
         opt = torch.optim.Adam(params, lr=s.learning_rate)
-    target = _crop(target_feat, s.crop)
     img_c = _crop(img, s.crop)
-    folded = None   # per channel (the paper): upsampling and crop folded into the loss; per pixel: explicit
+    loss_fn = None   # built at the first render, which gives the render size
     losses, checks = [], {}
     # iteration i renders the pose after i updates: compare 0 with opt_iter-1 (49 of 50, as the original)
     check_at = {0, s.opt_iter - 1} if s.verification else set()
     for it in range(s.opt_iter):
         pose = predict(model, img, s.svd_reg)
         out = cam.render(nefes, pose, hist)
-        if not s.per_pixel:
-            if folded is None:
-                folded = UpsampledCosineLoss(target_feat, tuple(out["fused"].shape[-2:]), s.crop)
-            loss = folded(out["fused"])
-        else:
-            fused = bicubic_resize(out["fused"], (H, W))
-            loss = feature_cosine_loss(_crop(fused, s.crop)[0], target[0], per_pixel=True)
+        if loss_fn is None:
+            loss_fn = _refinement_loss(target_feat, tuple(out["fused"].shape[-2:]), s)
+        loss = loss_fn(out["fused"])
         if it in check_at:
             with torch.no_grad():
                 rgb = _crop(bicubic_resize(out["rgb"], (H, W)), s.crop)

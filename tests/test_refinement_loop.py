@@ -110,13 +110,14 @@ class PoseParamAPR(nn.Module):
         return self.pose[None] + 0 * img.mean()
 
 
-def test_apr_finetuning_refines_and_keeps_the_original_apr():
+@pytest.mark.parametrize("per_pixel", [False, True])
+def test_apr_finetuning_refines_and_keeps_the_original_apr(per_pixel):
     cam, gt = BlobCamera(), torch.eye(3, 4)
     target = F.interpolate(cam.render(None, gt, None)["fused"], scale_factor=2, mode="bicubic", align_corners=False)
     img = torch.rand(1, 3, 48, 64)
     apr = PoseParamAPR(_perturbed(gt))
     before = apr.pose.detach().clone()
-    s = APRRefineSettings(opt_iter=60, learning_rate=0.01, crop=4, verification=False)
+    s = APRRefineSettings(opt_iter=60, learning_rate=0.01, crop=4, verification=False, per_pixel=per_pixel)
     refined, info = refine_with_apr(apr, None, img, None, target, cam, s)
     assert torch.equal(apr.pose.detach(), before)                       # every query starts from the original
     t0, r0 = _errors(G.orthonormalize_pose(before), gt)

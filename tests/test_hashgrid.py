@@ -420,8 +420,11 @@ def test_benchmark_script_smoke(tmp_path):
 def test_scatter_strategies_agree(F):
     """The CPU scatter (complex pairs, level-parallel threads) equals the plain one used on GPUs."""
     gen = torch.Generator().manual_seed(6)
-    L, n, E = 5, 300, 97
-    idx = torch.randint(0, E, (L, 8, n), generator=gen, dtype=torch.int32)
+    L, n, per_level = 5, 300, 23
+    E = L * per_level
+    # levels own disjoint parts of the table, as in a real grid (the threads rely on it)
+    idx = (torch.randint(0, per_level, (L, 8, n), generator=gen)
+           + per_level * torch.arange(L).view(L, 1, 1)).to(torch.int32)
     w, g = torch.rand(L, 8, n, generator=gen), torch.randn(L, n, F, generator=gen)
     plain, fast = torch.zeros(E, F), torch.zeros(E, F)
     hg._scatter_table_grad(plain, idx, w, g, cpu_path=False)

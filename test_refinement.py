@@ -34,7 +34,11 @@ def predict_all(apr, split, device) -> np.ndarray:
 
 
 def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
-    """``refine(i) -> ((3, 4) pose, info)`` for test query ``i`` (``pose_only`` 2 or 3), NeFeS loaded once."""
+    """``refine(indices) -> [((3, 4) pose, info), ...]`` for the test queries ``indices`` (``pose_only`` 2 or 3).
+
+    NeFeS is loaded once. The queries of one call are refined together where the mode supports it
+    (the caller chooses how many: ``refine_batch``); each query's result never depends on the others.
+    """
     from dm.refine_apr import APRRefineSettings, RenderCamera, refine_with_apr
     from dm.refine_pose import PoseRefineSettings, refine_pose
     from models.nefes import load_nefes
@@ -49,7 +53,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
 
-    def refine(i: int):
+    def refine_one(i: int):
         item = scene.test[i]
         img, hist = item["img"][None].to(device), item["hist"].to(device)
         if args.pose_only == 2:
@@ -61,6 +65,9 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         init = torch.as_tensor(apr_poses[i], dtype=torch.float32, device=device)
         return refine_pose(init, nefes, hist, target, cam, pose_s)
 
+    def refine(indices):
+        return [refine_one(int(i)) for i in indices]
+
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
@@ -68,17 +75,24 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
 
 
 def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tuple[np.ndarray, list, list]:
-    """Refine every test query; returns (poses (N,3,4), per-query info, per-query seconds)."""
+    """Refine every test query, ``refine_batch`` at a time; returns (poses (N,3,4), per-query info,
+    per-query seconds: a batch's time shared equally by its queries)."""
     refine = build_refiner(args, scene, apr, featnet, device, apr_poses)
+    n, B = len(scene.test), max(1, int(args.refine_batch))
     refined, infos, seconds = [], [], []
-    bar = tqdm(range(len(scene.test)), desc=f"refining (pose_only={args.pose_only})")
-    for i in bar:
+    bar = tqdm(total=n, desc=f"refining (pose_only={args.pose_only})")
+    for start in range(0, n, B):
+        idx = list(range(start, min(n, start + B)))
         t0 = time.perf_counter()
-        pose, info = refine(i)
-        seconds.append(time.perf_counter() - t0)
-        refined.append(pose.double().cpu().numpy())
-        infos.append(info)
-        bar.set_postfix(loss=f"{info['losses'][0]:.3f}->{info['losses'][-1]:.3f}", s=f"{seconds[-1]:.2f}")
+        results = refine(idx)
+        dt = (time.perf_counter() - t0) / len(idx)
+        for pose, info in results:
+            refined.append(pose.double().cpu().numpy())
+            infos.append(info)
+            seconds.append(dt)
+        bar.update(len(idx))
+        bar.set_postfix(loss=f"{infos[-1]['losses'][0]:.3f}->{infos[-1]['losses'][-1]:.3f}", s=f"{dt:.2f}")
+    bar.close()
     return np.stack(refined), infos, seconds
 
 

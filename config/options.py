@@ -177,6 +177,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--per_pixel", type=_bool, nargs="?", const=True, default=False, help="cosine feature loss per pixel instead of per channel")
     g.add_argument("--refine_crop", type=int, default=10, help="pose_only=2: pixels dropped on every border of the feature maps (and of the images checked by the verification step) at the working resolution; the original's 10 is for 240-px-high working images, smaller images want proportionally less")
     g.add_argument("--no_verification_step", type=_bool, nargs="?", const=True, default=False, help="skip the PSNR/SSIM fallback to the APR pose")
+    g.add_argument("--refine_batch", type=int, default=1, help="test queries refined together in one batch (each keeps its own APR copy, optimiser and fusion statistics; results equal one at a time)")
     g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
     g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
     g.add_argument("--feature_matching_lvl", type=int, nargs="*", default=[0], help="DFNet feature levels used at refinement")

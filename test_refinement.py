@@ -2,9 +2,10 @@
 """Refine APR poses with NeFeS: ``python test_refinement.py --config config_<scene>_DFM.txt``.
 
 ``pose_only=0``: evaluate the APR alone. ``pose_only=2``: APR + NeFeS (fine-tune a copy of the APR per
-query, the paper's "DFNet + NeFeS50"). ``pose_only=3``: direct SE(3) pose refinement.
-Writes to ``<basedir>/<expname>/``: ``<scene>_test_gt.txt``, ``<APR>_<scene>_results.txt`` and
-``<APR>_<scene>_NeFeS<opt_iter>_{APR_pose,pose_pose}_results.txt`` (N×12 rows, row-major 3x4
+query, the paper's "DFNet + NeFeS50"). ``pose_only=3``: direct SE(3) pose refinement (Adam, the original's).
+``pose_only=4``: direct pose refinement by Levenberg-Marquardt on the paper's loss (this project, dm/refine_lm.py).
+``refine_batch`` queries are refined together. Writes to ``<basedir>/<expname>/``: ``<scene>_test_gt.txt``,
+``<APR>_<scene>_results.txt`` and ``<APR>_<scene>_NeFeS<opt_iter>_{APR_pose,pose_pose,LM_pose}_results.txt`` (N×12 rows, row-major 3x4
 camera-to-world, APR frame), ``summary.json``, ``trajectories.png`` and ``error_cdf.png``.
 """
 from __future__ import annotations
@@ -34,16 +35,17 @@ def predict_all(apr, split, device) -> np.ndarray:
 
 
 def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
-    """``refine(indices) -> [((3, 4) pose, info), ...]`` for the test queries ``indices`` (``pose_only`` 2 or 3).
+    """``refine(indices) -> [((3, 4) pose, info), ...]`` for the test queries ``indices`` (``pose_only`` 2, 3 or 4).
 
-    NeFeS is loaded once. The queries of one call are refined together where the mode supports it
-    (the caller chooses how many: ``refine_batch``); each query's result never depends on the others.
+    NeFeS is loaded once. The queries of one call are refined together in one batch (the caller
+    chooses how many: ``refine_batch``); each query's result does not depend on the others.
     """
-    from dm.refine_apr import APRRefineSettings, RenderCamera, refine_with_apr
-    from dm.refine_pose import PoseRefineSettings, refine_pose
+    from dm.refine_apr import APRCopies, APRRefineSettings, RenderCamera, refine_with_apr_batch
+    from dm.refine_lm import LMSettings, refine_pose_lm_batch
+    from dm.refine_pose import PoseRefineSettings, refine_pose_batch
     from models.nefes import load_nefes
     if not args.ft_path:
-        raise ValueError("pose_only=2/3 needs a NeFeS checkpoint: set ft_path")
+        raise ValueError("pose_only=2/3/4 needs a NeFeS checkpoint: set ft_path")
     nefes, _ = load_nefes(args.ft_path, device, args)
     nefes.requires_grad_(False)   # frozen; modules stay in train mode (fusion BN on batch statistics)
     h, w, f = scene.render_size(args.tinyscale)
@@ -52,21 +54,21 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
-
-    def refine_one(i: int):
-        item = scene.test[i]
-        img, hist = item["img"][None].to(device), item["hist"].to(device)
-        if args.pose_only == 2:
-            with torch.no_grad():
-                target = featnet.extract_features(img)                         # (1, 128, H, W)
-            return refine_with_apr(apr, nefes, img, hist, target, cam, apr_s)
-        with torch.no_grad():
-            target = featnet.extract_features(img, (h, w))                     # (1, 128, h, w)
-        init = torch.as_tensor(apr_poses[i], dtype=torch.float32, device=device)
-        return refine_pose(init, nefes, hist, target, cam, pose_s)
+    lm_s = LMSettings(args.opt_iter, crop=args.refine_crop, blur=tuple(args.lm_blur), lambda_init=args.lm_lambda)
+    copies = APRCopies(apr)
 
     def refine(indices):
-        return [refine_one(int(i)) for i in indices]
+        items = [scene.test[int(i)] for i in indices]
+        imgs = torch.stack([it["img"] for it in items]).to(device)
+        hists = torch.stack([it["hist"] for it in items]).to(device)
+        init = torch.as_tensor(apr_poses[list(indices)], dtype=torch.float32, device=device)
+        with torch.no_grad():   # DFNet level-0 features: working size (2, 4), render size (3)
+            targets = featnet.extract_features(imgs, (h, w) if args.pose_only == 3 else None)
+        if args.pose_only == 2:
+            return refine_with_apr_batch(copies, nefes, imgs, hists, targets, cam, apr_s)
+        if args.pose_only == 3:
+            return refine_pose_batch(init, nefes, hists, targets, cam, pose_s)
+        return refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s)
 
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)
@@ -104,8 +106,9 @@ def main(argv=None) -> int:
     from dm.direct_pose_model import load_APR_and_FeatureNet
     device = get_device(args.device)
     try:
-        if args.pose_only not in (0, 2, 3):
-            raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS) or 3 (pose refinement)")
+        if args.pose_only not in (0, 2, 3, 4):
+            raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS), 3 (pose refinement) "
+                             "or 4 (Levenberg-Marquardt pose refinement)")
         scene = load_scene(args)
         apr, featnet = load_APR_and_FeatureNet(args, device)
         expdir = Path(args.basedir) / args.expname
@@ -118,9 +121,9 @@ def main(argv=None) -> int:
         summary = {"scene": name, "dataset_type": args.dataset_type, "device": str(device), "pose_only": args.pose_only,
                    "n": len(gt), "apr": metrics.summarize(*metrics.pose_errors(apr_poses, gt))}
         print(metrics.format_summary(summary["apr"], name=f"{tag} (APR)"))
-        if args.pose_only in (2, 3):
+        if args.pose_only in (2, 3, 4):
             refined, infos, seconds = refine_all(args, scene, apr, featnet, device, apr_poses)
-            kind = "APR_pose" if args.pose_only == 2 else "pose_pose"
+            kind = {2: "APR_pose", 3: "pose_pose", 4: "LM_pose"}[args.pose_only]
             out = expdir / f"{tag}_{name}_NeFeS{args.opt_iter}_{kind}_results.txt"
             metrics.save_pose_file(out, refined)
             errs = metrics.pose_errors(refined, gt)

@@ -2,7 +2,7 @@
 
 Times forward + backward of the paper's per-channel refinement loss on 128-channel fused features:
 the explicit path (bicubic upsampling to the working size, border crop, cosine per channel; still
-used for ``per_pixel=True``) against :class:`dm.refine_apr.UpsampledCosineLoss`, which gets the same
+used for ``per_pixel=True``) against :class:`dm.refine_loss.UpsampledCosineLoss`, which gets the same
 value from the render-size map. Two shapes: the demo's (render 30x40, working 60x80, crop 3) and the
 paper's (render 60x80, working 240x320, crop 10). Prints median milliseconds and the largest
 difference in loss and gradient; also writes ``logs/bench/refine_loss.txt`` (``--out``).
@@ -20,7 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from dm.refine_apr import UpsampledCosineLoss, _crop, bicubic_resize  # noqa: E402
+from dm.refine_loss import UpsampledCosineLoss, bicubic_resize, crop_border as _crop  # noqa: E402
 from models.losses import feature_cosine_loss  # noqa: E402
 
 SHAPES = {"demo": ((30, 40), (60, 80), 3), "paper": ((60, 80), (240, 320), 10)}

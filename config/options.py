@@ -169,7 +169,7 @@ def config_parser() -> configargparse.ArgumentParser:
 
     g = p.add_argument_group("refinement (test_refinement.py)")
     g.add_argument("--model_name", type=str, default="DFM_NFF_APR", help="experiment family (kept for compatibility)")
-    g.add_argument("--pose_only", type=int, default=0, help="0: APR only; 2: APR + NeFeS (fine-tune the APR); 3: direct SE(3) pose refinement")
+    g.add_argument("--pose_only", type=int, default=0, help="0: APR only; 2: APR + NeFeS (fine-tune the APR); 3: direct SE(3) pose refinement (Adam); 4: direct pose refinement by Levenberg-Marquardt on the paper's loss (this project)")
     g.add_argument("--learning_rate", type=float, default=1e-5, help="APR fine-tuning (pose_only=2) / APR training learning rate")
     g.add_argument("--opt_iter", type=int, default=50, help="refinement iterations per query")
     g.add_argument("--svd_reg", type=_bool, nargs="?", const=True, default=False, help="orthonormalise APR rotations by SVD")
@@ -178,6 +178,8 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--refine_crop", type=int, default=10, help="pose_only=2: pixels dropped on every border of the feature maps (and of the images checked by the verification step) at the working resolution; the original's 10 is for 240-px-high working images, smaller images want proportionally less")
     g.add_argument("--no_verification_step", type=_bool, nargs="?", const=True, default=False, help="skip the PSNR/SSIM fallback to the APR pose")
     g.add_argument("--refine_batch", type=int, default=1, help="test queries refined together in one batch (each keeps its own APR copy, optimiser and fusion statistics; results equal one at a time)")
+    g.add_argument("--lm_blur", type=float, nargs="+", default=[0.0], help="pose_only=4: Gaussian blur (working pixels) of the coarse-to-fine stages, the last one normally 0 (the paper's loss)")
+    g.add_argument("--lm_lambda", type=float, default=1e-2, help="pose_only=4: initial Levenberg-Marquardt damping")
     g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
     g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
     g.add_argument("--feature_matching_lvl", type=int, nargs="*", default=[0], help="DFNet feature levels used at refinement")

@@ -10,16 +10,16 @@ The paper's per-channel loss on the upsampled, cropped features is evaluated at 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from dataset_loaders import poses
+from dm.refine_loss import (UpsampledCosineLoss, bicubic_resize, check_crop, crop_border,  # noqa: F401
+                            refinement_loss)
 from models import geometry
-from models.losses import feature_cosine_loss, psnr, ssim
+from models.losses import psnr, ssim
 from models.renderer import render_image
 
 _logger = logging.getLogger(__name__)
@@ -41,11 +41,12 @@ class RenderCamera:
     netchunk: int = 1024 * 64 * 32
 
     def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
-        """Render colour, features and fused features at an APR-frame pose (differentiable)."""
+        """Render colour, features and fused features at APR-frame pose(s) (3, 4) or (B, 3, 4) with
+        histogram(s) (10,) or (B, 10), differentiably; every image is fused with its own statistics."""
         c2w_nerf = poses.apr_to_nerf(c2w_apr, self.world_setup)
         return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=True,
                             N_samples=self.N_samples, N_importance=self.N_importance, transient=self.transient,
-                            chunk=self.chunk, netchunk=self.netchunk)
+                            per_image_stats=True, chunk=self.chunk, netchunk=self.netchunk)
 
 
 @dataclass
@@ -64,129 +65,92 @@ def predict(apr, img: torch.Tensor, svd_reg: bool) -> torch.Tensor:
     return geometry.orthonormalize_pose(pose) if svd_reg else pose
 
 
-@functools.lru_cache(maxsize=8)
-def _bicubic_matrix(n: int, N: int, device_type: str) -> torch.Tensor:
-    """(N, n) matrix of 1-D bicubic resampling n -> N (align_corners=False), built by resampling an identity
-    (in float64, so the weights are exact for any input dtype)."""
-    eye = torch.eye(n, dtype=torch.float64, device=device_type)[None, None]
-    return F.interpolate(eye, size=(N, n), mode="bicubic", align_corners=False)[0, 0]
+class APRCopies:
+    """Fresh copies of an APR for refinement, made once and reset from the original for every batch
+    (the same weights as a deep copy per query, without re-allocating the network)."""
+
+    def __init__(self, apr):
+        self.apr = apr
+        self._copies: list = []
+
+    def take(self, n: int, channels_last: bool) -> list:
+        while len(self._copies) < n:
+            m = copy.deepcopy(self.apr)
+            self._copies.append(m.to(memory_format=torch.channels_last) if channels_last else m)
+        out = self._copies[:n]
+        with torch.no_grad():
+            for m in out:
+                for dst, src in zip(m.state_dict(keep_vars=True).values(), self.apr.state_dict(keep_vars=True).values()):
+                    dst.copy_(src)
+                m.zero_grad(set_to_none=True)
+                m.train()   # as the original (no effect on DFNet's pose path; BN-based APRs use batch stats)
+        return out
 
 
-def bicubic_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.interpolate(x, size, mode='bicubic', align_corners=False)`` as two small matmuls.
+def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):   # fused Adam needs a recent torch and float tensors
+        return torch.optim.Adam(params, lr=lr)
 
-    Bicubic resampling is separable and linear, so it equals ``M_h · x · M_wᵀ`` (to float rounding);
-    forward + backward are ~4x faster on CPU than the generic kernel for 128-channel maps.
+
+def refine_with_apr_batch(apr, nefes, imgs: torch.Tensor, hists: torch.Tensor, targets: torch.Tensor,
+                          cam: RenderCamera, s: APRRefineSettings) -> list[tuple[torch.Tensor, dict]]:
+    """Refine B queries, each by fine-tuning its own fresh copy of the APR.
+
+    Args:
+        apr: the original APR (never modified), or an :class:`APRCopies` holding it (reused copies).
+        imgs: (B, 3, H, W) queries at the working size, in [0, 1]. hists: (B, 10) their histograms.
+        targets: (B, 128, H, W) DFNet level-0 features of the queries (computed once, no grad).
+    Returns:
+        per query ((3, 4) refined APR-frame pose, info dict: losses, psnr/ssim at the first and last
+        checked iterations, whether the verification step reverted to the APR prediction).
     """
-    Mh = _bicubic_matrix(x.shape[-2], size[0], x.device.type).to(x.dtype)
-    Mw = _bicubic_matrix(x.shape[-1], size[1], x.device.type).to(x.dtype)
-    return torch.matmul(torch.matmul(Mh, x), Mw.t())
-
-
-def _crop(x: torch.Tensor, c: int) -> torch.Tensor:
-    return x[..., c:x.shape[-2] - c, c:x.shape[-1] - c] if c > 0 else x
-
-
-class UpsampledCosineLoss:
-    """The paper's per-channel refinement loss on upsampled features, evaluated at the render size.
-
-    Equals ``feature_cosine_loss(crop(bicubic(x, (H, W))), crop(target))`` (per channel, spec §5.1) up to
-    float rounding, without building the (C, H, W) map: the cropped upsampling is ``U = M_h x M_wᵀ``
-    (rows ``crop..H-crop`` of the bicubic matrices), so per channel
-
-        <U, t / |t|> = <x, M_hᵀ (t / |t|) M_w>     (the right factor is fixed per query: built once)
-        |U|^2 = |R_h x R_wᵀ|^2                      (M = Q R, Q with orthonormal columns)
-
-    Both are contractions at the render size (4x fewer values at tinyscale 2, 16x at 4), and the norms
-    are clamped at ``eps`` as ``torch.nn.functional.cosine_similarity`` does.
-    """
-
-    def __init__(self, target: torch.Tensor, in_hw: tuple[int, int], crop: int, eps: float = 1e-6):
-        """target: (1, C, H, W) query features at the working size; in_hw: render size (h, w)."""
-        H, W = target.shape[-2:]
-        dev, dt = target.device, target.dtype
-        Mh = _bicubic_matrix(in_hw[0], H, dev.type)[crop:H - crop]          # (H - 2c, h), float64
-        Mw = _bicubic_matrix(in_hw[1], W, dev.type)[crop:W - crop]
-        t = _crop(target[0], crop).double()                                   # (C, H - 2c, W - 2c)
-        t_unit = t / torch.linalg.vector_norm(t, dim=(1, 2), keepdim=True).clamp_min(eps)
-        self.proj = (Mh.t() @ t_unit @ Mw).to(dt)                             # (C, h, w)
-        self.Rh = torch.linalg.qr(Mh, mode="r")[1].to(dt)                     # (k, h)
-        self.RwT = torch.linalg.qr(Mw, mode="r")[1].t().contiguous().to(dt)   # (w, k')
-        self.eps = eps
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (1, C, h, w) fused features at the render size -> scalar loss."""
-        C, h, w = x.shape[-3:]
-        dot = (x[0] * self.proj).sum(dim=(1, 2))                             # (C,)
-        # R_h x R_wᵀ as two plain matmuls: rows first (channels folded into columns), then columns
-        xr = (self.Rh @ x[0].transpose(0, 1).reshape(h, C * w)).view(-1, C, w)
-        y = xr.reshape(-1, w) @ self.RwT
-        norm = y.view(-1, C, y.shape[-1]).square().sum(dim=(0, 2)).sqrt().clone()
-        with torch.no_grad():   # as cosine_similarity: the clamp changes the value, not the gradient
-            norm.clamp_min_(self.eps)
-        return 1.0 - (dot / norm).mean()
-
-
-def _refinement_loss(target_feat: torch.Tensor, render_hw: tuple[int, int], s: APRRefineSettings):
-    """fused (1, C, h, w) -> loss against the query's features (1, C, H, W): upsample, crop, cosine.
-    Per channel (the paper) in the folded form; per pixel explicitly."""
-    if not s.per_pixel:
-        return UpsampledCosineLoss(target_feat, render_hw, s.crop)
-    size, target = tuple(target_feat.shape[-2:]), _crop(target_feat, s.crop)[0]
-    return lambda fused: feature_cosine_loss(_crop(bicubic_resize(fused, size), s.crop)[0], target, per_pixel=True)
+    pool = apr if isinstance(apr, APRCopies) else APRCopies(apr)
+    B, (H, W) = imgs.shape[0], imgs.shape[-2:]
+    check_crop(s.crop, H, W)
+    on_cpu = imgs.device.type == "cpu"
+    if on_cpu:   # NHWC convolutions are faster on CPU (same numbers)
+        imgs = imgs.contiguous(memory_format=torch.channels_last)
+    models = pool.take(B, channels_last=on_cpu)
+    opt = _adam([p for m in models for p in m.parameters() if p.requires_grad], s.learning_rate)
+    imgs_c = crop_border(imgs, s.crop)
+    loss_fns = None   # built at the first render, which gives the render size
+    losses, checks = [[] for _ in range(B)], [{} for _ in range(B)]
+    # iteration i renders the pose after i updates: compare 0 with opt_iter-1 (49 of 50, as the original)
+    check_at = {0, s.opt_iter - 1} if s.verification else set()
+    for it in range(s.opt_iter):
+        pose = torch.stack([predict(m, imgs[b:b + 1], s.svd_reg) for b, m in enumerate(models)])
+        out = cam.render(nefes, pose, hists)
+        if loss_fns is None:
+            loss_fns = [refinement_loss(targets[b:b + 1], tuple(out["fused"].shape[-2:]), s.crop, s.per_pixel)
+                        for b in range(B)]
+        loss = torch.stack([loss_fns[b](out["fused"][b:b + 1]) for b in range(B)])
+        if it in check_at:
+            with torch.no_grad():
+                rgb = crop_border(bicubic_resize(out["rgb"], (H, W)), s.crop)
+                for b in range(B):
+                    checks[b][it] = (psnr(rgb[b:b + 1], imgs_c[b:b + 1]).item(), ssim(rgb[b:b + 1], imgs_c[b:b + 1]).item())
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        opt.step()
+        for b, v in enumerate(loss.tolist()):
+            losses[b].append(v)
+    results = []
+    with torch.no_grad():
+        for b, m in enumerate(models):
+            refined = predict(m, imgs[b:b + 1], True)
+            info = {"losses": losses[b], "reverted": False}
+            if s.verification and len(checks[b]) == 2:
+                (p0, s0), (p1, s1) = checks[b][0], checks[b][max(checks[b])]
+                info.update(psnr0=p0, ssim0=s0, psnr1=p1, ssim1=s1)
+                if p1 < p0 or s1 < s0:   # the render did not get closer to the query: keep the APR pose
+                    refined, info["reverted"] = predict(pool.apr, imgs[b:b + 1], True), True
+            results.append((refined.detach(), info))
+    return results
 
 
 def refine_with_apr(apr, nefes, img: torch.Tensor, hist: torch.Tensor, target_feat: torch.Tensor,
                     cam: RenderCamera, s: APRRefineSettings) -> tuple[torch.Tensor, dict]:
-    """Refine one query by fine-tuning a fresh copy of ``apr``.
-
-    Args:
-        img: (1, 3, H, W) query at the working size, in [0, 1]. hist: (10,) its histogram.
-        target_feat: (1, 128, H, W) DFNet level-0 features of the query (computed once, no grad).
-    Returns:
-        ((3, 4) refined APR-frame pose, info dict: losses, psnr/ssim at the first and last checked
-        iterations, whether the verification step reverted to the APR prediction).
-    """
-    H, W = img.shape[-2:]
-    if s.crop < 0 or 2 * s.crop >= min(H, W):
-        raise ValueError(f"refine_crop={s.crop} leaves no pixels of the {W}x{H} working image "
-                         f"(needs 0 <= refine_crop <= {(min(H, W) - 1) // 2})")
-    model = copy.deepcopy(apr)
-    model.train()   # as the original (no effect on DFNet's pose path; BN-based APRs use batch stats)
-    if img.device.type == "cpu":   # NHWC convolutions are faster on CPU (same numbers)
-        model = model.to(memory_format=torch.channels_last)
-        img = img.contiguous(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        opt = torch.optim.Adam(params, lr=s.learning_rate, fused=True)
-    except (RuntimeError, TypeError):   # fused Adam needs a recent torch and float tensors
-        opt = torch.optim.Adam(params, lr=s.learning_rate)
-    img_c = _crop(img, s.crop)
-    loss_fn = None   # built at the first render, which gives the render size
-    losses, checks = [], {}
-    # iteration i renders the pose after i updates: compare 0 with opt_iter-1 (49 of 50, as the original)
-    check_at = {0, s.opt_iter - 1} if s.verification else set()
-    for it in range(s.opt_iter):
-        pose = predict(model, img, s.svd_reg)
-        out = cam.render(nefes, pose, hist)
-        if loss_fn is None:
-            loss_fn = _refinement_loss(target_feat, tuple(out["fused"].shape[-2:]), s)
-        loss = loss_fn(out["fused"])
-        if it in check_at:
-            with torch.no_grad():
-                rgb = _crop(bicubic_resize(out["rgb"], (H, W)), s.crop)
-                checks[it] = (psnr(rgb, img_c).item(), ssim(rgb, img_c).item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    with torch.no_grad():
-        refined = predict(model, img, True)
-        initial = predict(apr, img, True)
-    info = {"losses": losses, "reverted": False}
-    if s.verification and len(checks) == 2:
-        (p0, s0), (p1, s1) = checks[0], checks[max(checks)]
-        info.update(psnr0=p0, ssim0=s0, psnr1=p1, ssim1=s1)
-        if p1 < p0 or s1 < s0:   # the render did not get closer to the query: keep the APR pose
-            refined, info["reverted"] = initial, True
-    return refined.detach(), info
+    """One query: (1, 3, H, W) image, (10,) histogram, (1, 128, H, W) features -> ((3, 4) pose, info)."""
+    return refine_with_apr_batch(apr, nefes, img, None if hist is None else hist.reshape(1, -1), target_feat, cam, s)[0]

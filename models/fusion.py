@@ -29,6 +29,19 @@ class BatchStatBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, rm, rv, self.weight, self.bias, True, self.momentum, self.eps)
 
 
+def _batch_norm_per_image(y: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """Batch-statistics BN of each image of ``y (B, C, h, w)`` on its own: the B images are folded into
+    B*C channels of one image, in the memory layout ``y`` has, so that every channel is reduced by the
+    same kernel, in the same order, as when the image is normalised alone (bit-identical results)."""
+    B, C, h, w = y.shape
+    weight, bias = bn.weight.repeat(B), bn.bias.repeat(B)
+    if y.is_contiguous():
+        return F.batch_norm(y.reshape(1, B * C, h, w), None, None, weight, bias, True, 0.0, bn.eps).view(B, C, h, w)
+    folded = y.permute(2, 3, 0, 1).reshape(h, w, B * C).permute(2, 0, 1).unsqueeze(0)   # channels-last memory
+    out = F.batch_norm(folded, None, None, weight, bias, True, 0.0, bn.eps)
+    return out[0].permute(1, 2, 0).reshape(h, w, B, C).permute(2, 3, 0, 1)
+
+
 class FusionNet(nn.Module):
     """Fusion CNN.
 
@@ -51,10 +64,18 @@ class FusionNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, rgb: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        """``rgb (B,3,h,w)`` ACT colour in [0, 1], ``feat (B,C,h,w)`` rendered features -> ``(B,C,h,w)``."""
+    def forward(self, rgb: torch.Tensor, feat: torch.Tensor, per_image_stats: bool = False) -> torch.Tensor:
+        """``rgb (B,3,h,w)`` ACT colour in [0, 1], ``feat (B,C,h,w)`` rendered features -> ``(B,C,h,w)``.
+
+        ``per_image_stats``: the final BatchNorm normalises each image with its own statistics, as
+        if each were fused alone (batched refinement: B queries must not share statistics). The
+        running statistics are then left untouched (they are never used).
+        """
         x = torch.cat([(rgb - self.mean.to(rgb.dtype)) / self.std.to(rgb.dtype), feat], dim=1)
         if x.device.type == "cpu":   # NHWC convolutions are ~1.4x faster on CPU (same numbers)
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.net(x)
+        if per_image_stats and not self.no_bn and x.shape[0] > 1:
+            out = _batch_norm_per_image(self.net[:-1](x), self.net[-1])
+        else:
+            out = self.net(x)
         return out + feat if self.use_res else out

@@ -74,9 +74,10 @@ class NeFeS(nn.Module):
         """``(B, R, 3)`` raw colours, ``(B, 10)`` histograms -> ``(B, R, 3)`` = sigmoid(K c + b) per image."""
         return self.act(rgb, hist)
 
-    def fuse(self, rgb_img: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, h, w)`` ACT colour in [0, 1], ``(B, 128, h, w)`` features -> fused ``(B, 128, h, w)``."""
-        return self.fusion(rgb_img, feat)
+    def fuse(self, rgb_img: torch.Tensor, feat: torch.Tensor, per_image_stats: bool = False) -> torch.Tensor:
+        """``(B, 3, h, w)`` ACT colour in [0, 1], ``(B, 128, h, w)`` features -> fused ``(B, 128, h, w)``
+        (``per_image_stats``: see :meth:`models.fusion.FusionNet.forward`)."""
+        return self.fusion(rgb_img, feat, per_image_stats)
 
     def network_fn_state_dict(self) -> dict:
         """The original ``network_fn_state_dict``: coarse field + ``exposure_embedding.*`` + ``fusion_net.*``."""

@@ -247,7 +247,7 @@ def render_pixels(model, c2w_nerf: torch.Tensor, uv: torch.Tensor, h: int, w: in
 
 def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, near: float, far: float,
                  hist: torch.Tensor, fuse: bool = True, N_samples: int = 64, N_importance: int = 64,
-                 transient: bool = True, **kw) -> dict:
+                 transient: bool = True, per_image_stats: bool = False, **kw) -> dict:
     """Render full image(s) deterministically, differentiable w.r.t. ``c2w_nerf``.
 
     Args:
@@ -256,6 +256,8 @@ def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, ne
         hist: ``(10,)`` (or ``(B, 10)``) histogram of the query image.
         fuse: also run the fusion CNN (BN on the statistics of this map).
         transient: ``transient_at_test``.
+        per_image_stats: with B poses, each fused map is normalised with its own statistics, exactly as
+            if it were rendered alone (batched refinement); else the B maps share them (training).
         **kw: other :func:`render_rays` options (``chunk``, ``netchunk``, ``lindisp``, ...).
     Returns:
         dict: ``rgb (B,3,h,w)`` after ACT, ``feat (B,128,h,w)``, ``fused (B,128,h,w)`` (if ``fuse``),
@@ -271,7 +273,7 @@ def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, ne
            "feat": out["feat"].reshape(B, h, w, -1).permute(0, 3, 1, 2),
            "depth": out["depth"].reshape(B, h, w), "acc": out["acc"].reshape(B, h, w)}
     if fuse:
-        res["fused"] = model.fuse(res["rgb"], res["feat"])
+        res["fused"] = model.fuse(res["rgb"], res["feat"], per_image_stats)
     return res
 
 

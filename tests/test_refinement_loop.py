@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dm.refine_apr import APRRefineSettings, UpsampledCosineLoss, bicubic_resize, refine_with_apr
+from dm.refine_apr import APRRefineSettings, refine_with_apr
+from dm.refine_loss import UpsampledCosineLoss, bicubic_resize
 from models.losses import feature_cosine_loss
 from dm.refine_pose import PoseRefineSettings, apply_update, refine_pose
 from models import geometry as G
@@ -67,6 +68,9 @@ class BlobCamera:
         self.uv = torch.stack([u, v])
 
     def render(self, nefes, c2w, hist):
+        if c2w.dim() == 3:   # a batch of poses, as the batched refinement renders them
+            outs = [self.render(nefes, c, None) for c in c2w]
+            return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
         R, t = c2w[:, :3].float(), c2w[:, 3].float()
         pc = (self.pts - t) @ R                                       # world -> camera (R^T (p - t))
         u = self.f * pc[:, 0] / -pc[:, 2] + self.w / 2

@@ -1,0 +1,265 @@
+"""Convergence basin of the refinement: ``python -m bench.basin [--quick]``.
+
+On the benchmark scenes of :mod:`bench.scenes` (synthetic rooms and streets with seeds the demo and
+tests never use, both on-disk layouts; NeFeS and DFNet trained once per scene by the demo pipeline
+and cached), every test query is refined from
+
+* the true pose rotated about the camera centre by exactly 1, 2, 5, 10 degrees (random axis),
+* the true pose shifted by exactly 1, 2, 5, 10 % of the camera spread (random direction; the spread
+  is the diagonal of the training cameras' bounding box),
+* both at once (5 degrees and 5 %),
+* the APR's own prediction,
+
+with each refinement mode (``--methods``; each is the scene's demo refinement command plus
+overrides). Per start it prints the success rate, median initial and final errors and time per query.
+
+**Success** (stated once, used everywhere): with the error size ``e = max(r / 1 deg, t / (1 % spread))``,
+a refinement succeeds when it halves the size and ends below 1 (``e_final <= e_start / 2`` and
+``e_final < 1``, i.e. within 1 degree and 1 % of the spread). A 1-degree start thus must end within
+0.5 degrees and 0.5 % of the spread.
+
+``--quick`` uses two scenes (a room and a street), 8 queries and four starts: a few minutes once the
+scenes are trained (training a scene takes 10-25 minutes on this CPU, once). Results:
+``logs/bench/basin.{txt,json}`` and ``basin.png`` (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import scenes as bench_scenes  # noqa: E402
+
+#: name -> overrides of the scene's demo refinement command
+METHODS = {
+    "paper": ["--pose_only", "2"],                                   # APR + NeFeS50 (demo settings)
+    "pose_adam": ["--pose_only", "3"],                               # the original's direct pose refinement
+    "lm": ["--pose_only", "4", "--opt_iter", "12"],                  # Levenberg-Marquardt on the paper's loss
+}
+STARTS = ("rot1", "rot2", "rot5", "rot10", "tr1", "tr2", "tr5", "tr10", "rot5+tr5", "apr")
+QUICK = dict(scenes="room21,street23", queries=8, starts="rot1,rot5,tr5,apr")
+
+
+def parse_start(name: str) -> tuple[float, float]:
+    """'rot5' -> (5 deg, 0), 'tr2' -> (0, 2 %), 'rot5+tr5' -> (5, 5)."""
+    deg = pct = 0.0
+    for part in name.split("+"):
+        if part.startswith("rot"):
+            deg = float(part[3:])
+        elif part.startswith("tr"):
+            pct = float(part[2:])
+        else:
+            raise ValueError(f"unknown start '{name}'")
+    return deg, pct
+
+
+def perturb(gt: np.ndarray, deg: float, metres: float, seed: int) -> np.ndarray:
+    """(N, 3, 4) poses -> rotated about each camera centre by exactly ``deg`` and shifted by exactly
+    ``metres`` (random axes and directions from ``seed``)."""
+    from models import geometry
+    rng = np.random.default_rng(seed)
+    out = gt.copy()
+    for i in range(len(gt)):
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        R = geometry.so3_exp(torch.as_tensor(axis * math.radians(deg))).numpy()
+        d = rng.normal(size=3)
+        out[i, :, :3] = R @ gt[i, :, :3]
+        out[i, :, 3] = gt[i, :, 3] + metres * d / np.linalg.norm(d)
+    return out
+
+
+class OffsetAPR(torch.nn.Module):
+    """An APR whose prediction for the current query is moved to a chosen start pose (a fixed left
+    transform of its output), so APR fine-tuning (pose_only=2) can start from a controlled error."""
+
+    def __init__(self, apr):
+        super().__init__()
+        self.apr, self.name = apr, apr.name
+        self.register_buffer("offset", torch.eye(4))   # a buffer: refinement copies carry it along
+
+    def set_start(self, img: torch.Tensor, start: np.ndarray) -> None:
+        from dm.refine_apr import predict
+        from models import geometry
+        with torch.no_grad():
+            p0 = geometry.to_homogeneous(predict(self.apr, img, True).double())
+            s = geometry.to_homogeneous(torch.as_tensor(start, dtype=torch.float64))
+            self.offset.copy_((s @ torch.linalg.inv(p0)).float())
+
+    def forward(self, img):
+        from models import geometry
+        p = geometry.orthonormalize_pose(self.apr(img))                    # (B, 3, 4)
+        R, t = self.offset[:3, :3], self.offset[:3, 3:]
+        return torch.cat([R @ p[..., :3], R @ p[..., 3:] + t], -1)
+
+
+class SceneContext:
+    """A trained benchmark scene: its refinement arguments, data, APR and feature extractor."""
+
+    def __init__(self, spec, device: str, queries: int | None):
+        from config.options import get_device, parse_args
+        from dataset_loaders import load_scene
+        from dm.direct_pose_model import load_APR_and_FeatureNet
+        from test_refinement import predict_all
+        summary = bench_scenes.ensure_trained(spec, device=device)
+        self.spec, self.command = spec, [c for c in summary["refine_command"] if c != "test_refinement.py"]
+        self.args = parse_args(self.command)
+        self.device = get_device(device)
+        self.scene = load_scene(self.args)
+        self.apr, self.featnet = load_APR_and_FeatureNet(self.args, self.device)
+        n = len(self.scene.test)
+        self.idx = np.unique(np.linspace(0, n - 1, queries).round().astype(int)) if queries and queries < n else np.arange(n)
+        self.gt = self.scene.test.poses[self.idx]
+        self.apr_poses = predict_all(self.apr, self.scene.test, self.device)[self.idx]
+        centres = self.scene.train.poses[:, :, 3]
+        self.spread = float(np.linalg.norm(centres.max(0) - centres.min(0)))
+
+    def start_poses(self, start: str) -> np.ndarray:
+        if start == "apr":
+            return self.apr_poses
+        deg, pct = parse_start(start)
+        return perturb(self.gt, deg, pct / 100 * self.spread, seed=hash((self.spec.seed, start)) % 2 ** 32)
+
+    def refine(self, overrides: list, starts: np.ndarray, batch: int) -> tuple[np.ndarray, float, list]:
+        """Refine the queries from ``starts``; -> (poses (n, 3, 4), seconds per query, infos)."""
+        from config.options import parse_args
+        from test_refinement import build_refiner
+        args = parse_args(self.command + list(overrides) + ["--refine_batch", str(batch)])
+        full = np.zeros((len(self.scene.test), 3, 4))
+        full[self.idx] = starts
+        apr = self.apr
+        if args.pose_only == 2:
+            apr = OffsetAPR(self.apr).to(self.device)
+            batch = 1   # one start offset per APR: one query at a time
+        refine = build_refiner(args, self.scene, apr, self.featnet, self.device, full)
+        out, infos, t0 = [], [], time.perf_counter()
+        for k in range(0, len(self.idx), batch):
+            chunk = self.idx[k:k + batch]
+            if args.pose_only == 2:
+                apr.set_start(self.scene.test[int(chunk[0])]["img"][None].to(self.device), starts[k])
+            for pose, info in refine(list(chunk)):
+                out.append(pose.double().cpu().numpy())
+                infos.append(info)
+        return np.stack(out), (time.perf_counter() - t0) / len(self.idx), infos
+
+
+def errors(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from dm.metrics import pose_errors
+    return pose_errors(pred, gt)
+
+
+def summarize(t0, r0, t1, r1, spread: np.ndarray) -> dict:
+    """Success rate and medians over queries (arrays over all queries of all scenes)."""
+    unit_t = spread / 100
+    e0 = np.maximum(r0 / 1.0, t0 / unit_t)
+    e1 = np.maximum(r1 / 1.0, t1 / unit_t)
+    ok = (e1 <= e0 / 2) & (e1 < 1.0)
+    return dict(n=int(len(ok)), success=float(ok.mean()), improved=float(((t1 < t0) | (t0 == 0)).mean()),
+                t0=float(np.median(t0)), r0=float(np.median(r0)), t1=float(np.median(t1)), r1=float(np.median(r1)),
+                t1_rel=float(np.median(t1 / unit_t)), r1_max=float(np.max(r1)))
+
+
+def report(rows: list) -> str:
+    head = (f"{'method':10s} {'start':9s} {'n':>4s} {'success':>8s} {'start t/r':>16s} {'final t / r (median)':>22s} "
+            f"{'final t %sprd':>13s} {'s/query':>8s}")
+    lines = [head]
+    for m in rows:
+        s = m["summary"]
+        lines.append(f"{m['method']:10s} {m['start']:9s} {s['n']:4d} {100 * s['success']:7.0f}% "
+                     f"{s['t0']:7.3f}m/{s['r0']:5.2f}d {s['t1']:10.4f} m / {s['r1']:6.3f} deg {s['t1_rel']:12.2f}% "
+                     f"{m['seconds_per_query']:8.2f}")
+    return "\n".join(lines)
+
+
+def plot(rows: list, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for ax, prefix in zip(axes, ("rot", "tr")):
+            pts = [(parse_start(r["start"])[0 if prefix == "rot" else 1], r["summary"]["success"])
+                   for r in rows if r["method"] == method and r["start"].startswith(prefix) and "+" not in r["start"]]
+            if pts:
+                x, y = zip(*sorted(pts))
+                ax.plot(x, 100 * np.array(y), "o-", label=method)
+    for ax, xl in zip(axes, ("start rotation error (deg)", "start translation error (% of camera spread)")):
+        ax.set_xlabel(xl)
+        ax.set_ylabel("success (%)")
+        ax.set_ylim(-5, 105)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("convergence basin (success: error halved and within 1 deg / 1 % spread)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"two scenes, few queries and starts ({QUICK})")
+    p.add_argument("--scenes", default=",".join(bench_scenes.TUNE), help="benchmark scenes (bench/scenes.py)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=OVERRIDES",
+                   help="define or replace a method, e.g. --set 'lm_blur=--pose_only 4 --lm_blur 2 0'")
+    p.add_argument("--starts", default=",".join(STARTS))
+    p.add_argument("--queries", type=int, default=0, help="queries per scene (0: all)")
+    p.add_argument("--batch", type=int, default=4, help="refine_batch for pose_only 3 and 4")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
+    p.add_argument("--tag", default="basin", help="output file names: <tag>.txt/.json/.png")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.scenes, a.queries, a.starts = QUICK["scenes"], a.queries or QUICK["queries"], QUICK["starts"]
+    methods = dict(METHODS)
+    for item in a.set:
+        name, _, ov = item.partition("=")
+        methods[name] = ov.split()
+    names = [m for m in a.methods.split(",") if m]
+    for m in names:
+        if m not in methods:
+            p.error(f"unknown method {m}; known: {', '.join(methods)}")
+    starts = [s for s in a.starts.split(",") if s]
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    contexts = [SceneContext(bench_scenes.ALL[s], a.device, a.queries) for s in a.scenes.split(",")]
+    rows = []
+    for method in names:
+        for start in starts:
+            t0, r0, t1, r1, spread, secs, per_scene = [], [], [], [], [], [], {}
+            for ctx in contexts:
+                init = ctx.start_poses(start)
+                refined, sec, infos = ctx.refine(methods[method], init, a.batch)
+                e0, e1 = errors(init, ctx.gt), errors(refined, ctx.gt)
+                t0.append(e0[0]), r0.append(e0[1]), t1.append(e1[0]), r1.append(e1[1])
+                spread.append(np.full(len(init), ctx.spread))
+                secs.append(sec)
+                per_scene[ctx.spec.name] = summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread))
+            row = dict(method=method, overrides=" ".join(methods[method]), start=start,
+                       summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread))),
+                       per_scene=per_scene, seconds_per_query=float(np.mean(secs)))
+            rows.append(row)
+            print(report([row]).splitlines()[-1], "  |", "  ".join(f"{k} {100 * v['success']:.0f}%"
+                                                               for k, v in per_scene.items()), flush=True)
+    text = report(rows)
+    text += "\nscenes: " + ", ".join(f"{c.spec.name} ({c.spec.dataset_type}, spread {c.spread:.2f} m, {len(c.idx)} queries)"
+                                     for c in contexts)
+    text += "\nmethods: " + "; ".join(f"{m} = {' '.join(methods[m])}" for m in names)
+    print("\n" + text)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"{a.tag}.txt").write_text(text + "\n")
+    (a.out / f"{a.tag}.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, a.out / f"{a.tag}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Benchmark scenes: synthetic rooms and streets the tests and the demo never use, trained once and cached.
+
+Each scene is rendered by the project's generator (``data/make_synthetic.py`` logic) with a seed of its
+own, in the on-disk layout of 7-Scenes (room) or Cambridge (street), then run through the demo pipeline
+(``demo.run_demo``: NeFeS stage 1, DFNet, NeFeS stages 2+3, the demo's refinement). Everything lives in
+``logs/bench/scenes/<name>/`` (``data/`` and ``demo/``); a finished scene is reused, an interrupted one
+resumes. Sizes follow the issue that introduced the benchmark: 640x480 rooms, 854x480 streets, 240
+training and 40 test frames (the demo pipeline refines 20 of them).
+
+Seeds in use elsewhere (do not add them here): demo 0, tests 0/3/4/5, README street 3.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ROOT = REPO / "logs" / "bench" / "scenes"
+
+
+@dataclass(frozen=True)
+class BenchScene:
+    kind: str               # room (7-Scenes layout) | street (Cambridge layout)
+    seed: int
+    layout: str             # single | original (the original's deepslam_data/... folder pair)
+    dataset_type: str       # 7Scenes | 7Scenes_colmap | Cambridge
+    width: int
+    height: int = 480
+    n_train_seq: int = 8
+    frames_per_seq: int = 30
+    n_test_seq: int = 2
+    test_frames_per_seq: int = 20
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.seed}"
+
+
+#: tuning scenes: every setting is chosen on all of them together
+TUNE = {s.name: s for s in (
+    BenchScene("room", 21, "single", "7Scenes", 640),
+    BenchScene("room", 22, "original", "7Scenes_colmap", 640),
+    BenchScene("street", 23, "single", "Cambridge", 854),
+    BenchScene("street", 24, "original", "Cambridge", 854),
+)}
+#: held-out scenes: only for checking the chosen settings, never for choosing them
+HOLDOUT = {s.name: s for s in (
+    BenchScene("room", 31, "single", "7Scenes", 640),
+    BenchScene("street", 33, "single", "Cambridge", 854),
+)}
+ALL = {**TUNE, **HOLDOUT}
+
+
+def data_dir(spec: BenchScene, root: Path = ROOT) -> Path:
+    """Where the generator writes the scene's images (the folder a config's ``datadir`` points at)."""
+    base = root / spec.name / "data"
+    if spec.layout == "single":
+        return base / spec.kind
+    return base / "deepslam_data" / "7Scenes" / spec.kind if spec.kind == "room" else base / "Cambridge" / spec.kind
+
+
+def ensure_scene(spec: BenchScene, root: Path = ROOT) -> Path:
+    """Render the scene unless a complete copy exists; -> its data folder."""
+    sys.path.insert(0, str(REPO))
+    from dataset_loaders.synthetic import INCOMPLETE_MARKER, INFO_FILE, generate
+    d = data_dir(spec, root)
+    if (d / INFO_FILE).is_file() and not (d / INCOMPLETE_MARKER).exists():
+        return d
+    out = d if spec.layout == "single" else root / spec.name / "data"
+    print(f"=== rendering {spec.name} ({spec.kind}, seed {spec.seed}, {spec.layout} layout) into {out}", flush=True)
+    generate(spec.kind, out, seed=spec.seed, width=spec.width, height=spec.height, n_train_seq=spec.n_train_seq,
+             frames_per_seq=spec.frames_per_seq, n_test_seq=spec.n_test_seq,
+             test_frames_per_seq=spec.test_frames_per_seq, layout=spec.layout, overwrite=True,
+             progress=sys.stdout.isatty())
+    return d
+
+
+def ensure_trained(spec: BenchScene, root: Path = ROOT, device: str = "auto") -> dict:
+    """Train the demo pipeline on the scene once (resuming an interrupted run); -> its demo summary."""
+    out = root / spec.name / "demo"
+    summary = out / "demo_summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    from demo import run_demo
+    return run_demo(out, ensure_scene(spec, root), spec.dataset_type, device)
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description="render and train the benchmark scenes (cached)")
+    p.add_argument("--scenes", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    for name in a.scenes.split(","):
+        s = ensure_trained(ALL[name], device=a.device)
+        print(f"{name}: APR {s['apr']['median_t']:.3f} m / {s['apr']['median_r']:.2f} deg -> "
+              f"{s['refined']['median_t']:.3f} m / {s['refined']['median_r']:.2f} deg", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

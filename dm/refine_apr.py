@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dataset_loaders import poses
-from models import geometry
+from core import defaults, frames, geometry
 from models.losses import feature_cosine_loss, psnr, ssim
 from models.renderer import render_image
 
@@ -33,16 +32,16 @@ class RenderCamera:
     focal: float            # at the render size
     near: float
     far: float
-    world_setup: poses.WorldSetup
+    world_setup: frames.WorldSetup
     N_samples: int = 64
     N_importance: int = 64
     transient: bool = True  # transient_at_test
-    chunk: int = 1024 * 32
-    netchunk: int = 1024 * 64 * 32
+    chunk: int = defaults.CHUNK
+    netchunk: int = defaults.NETCHUNK
 
     def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
         """Render colour, features and fused features at an APR-frame pose (differentiable)."""
-        c2w_nerf = poses.apr_to_nerf(c2w_apr, self.world_setup)
+        c2w_nerf = frames.apr_to_nerf(c2w_apr, self.world_setup)
         return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=True,
                             N_samples=self.N_samples, N_importance=self.N_importance, transient=self.transient,
                             chunk=self.chunk, netchunk=self.netchunk)
@@ -52,7 +51,7 @@ class RenderCamera:
 class APRRefineSettings:
     opt_iter: int = 50
     learning_rate: float = 1e-5
-    svd_reg: bool = True
+    svd_reg: bool = defaults.SVD_REG
     per_pixel: bool = False
     crop: int = 10                  # pixels dropped on every border (working resolution)
     verification: bool = True       # not no_verification_step

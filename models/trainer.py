@@ -3,7 +3,7 @@
 A *run* trains one config: ``new_schedule=1`` is stage 1 (colour only), ``new_schedule=2`` is
 stages 2+3 (colour + feature on random rays, then colour + feature + fusion on patches) started
 from the stage-1 weights (``ft_path``). Faithful to the original, including its quirks (documented
-in the README; ``--stage1_color_only`` and ``--per_image_patches`` switch two of them off):
+in docs/differences.md; ``--stage1_color_only`` and ``--per_image_patches`` switch two of them off):
 
 * the epoch loop runs ``epochs + 1`` times and the LR depends on the epoch counter only;
 * a stage-1 run's last epoch (``epochs``) already adds 0.04·L_feat;

@@ -23,6 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from config.options import DATASET_TYPES
+from core.errors import StepFailed, cli_main
+
 REPO = Path(__file__).resolve().parent
 CONFIGS = REPO / "config" / "synthetic"
 
@@ -64,7 +67,7 @@ def run_step(name: str, cmd: list, log: Path) -> float:
             sys.stdout.flush()
             f.write(chunk)
         if proc.wait() != 0:
-            raise SystemExit(f"error: {name} failed (exit code {proc.returncode}); see {log}")
+            raise StepFailed(f"{name} failed (exit code {proc.returncode}); see {log}")
     return time.perf_counter() - t0
 
 
@@ -80,7 +83,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
     out = out.resolve()
     logs, t_start, times = out / "logs", time.perf_counter(), {}
     if scene_dir is None:
-        from dataset_loaders.synthetic import generate
+        from data.synthetic import generate
         scene_dir, dataset_type = out / "data" / "room", "7Scenes"
         if not (scene_dir / "synthetic_info.json").is_file() or (scene_dir / ".synthetic_incomplete").exists():
             print(f"=== rendering the synthetic room into {scene_dir}", flush=True)
@@ -134,10 +137,11 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", type=Path, default=None, help="existing scene folder (default: render the synthetic room)")
-    p.add_argument("--dataset_type", choices=("7Scenes", "7Scenes_colmap", "Cambridge"), default=None)
+    p.add_argument("--dataset_type", choices=DATASET_TYPES, default=None)
     p.add_argument("--out", type=Path, default=REPO / "logs" / "demo", help="everything is written here")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     a = p.parse_args(argv)
@@ -145,11 +149,7 @@ def main(argv=None) -> int:
         p.error("--scene needs --dataset_type (7Scenes, 7Scenes_colmap or Cambridge)")
     if a.scene is not None and not a.scene.is_dir():
         p.error(f"--scene {a.scene}: folder not found")
-    try:
-        summary = run_demo(a.out, a.scene, a.dataset_type, a.device)
-    except ValueError as e:   # DatasetError and friends: one line
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = run_demo(a.out, a.scene, a.dataset_type, a.device)
     print(format_summary(summary))
     return 0
 

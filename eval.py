@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from config.options import REPO_ROOT, config_parser, parse_args, setup_logging
+from core.errors import EvalError, cli_main
 from dm import metrics
 
 _logger = logging.getLogger("eval")
 
 DEFAULT_PAPER_ROOT = REPO_ROOT.parent / "shared" / "nefes-reference" / "paper_result"
-
-
-class EvalError(ValueError):
-    """Inputs that cannot be scored together (counts differ, no prediction found, ...)."""
 
 
 def build_parser():
@@ -100,27 +96,22 @@ def score_files(args) -> dict:
     return result
 
 
+@cli_main
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv, build_parser())
-    try:
-        if args.paper_tables:
-            result = metrics.score_paper_results(args.root)
-            print(metrics.format_paper_tables(result))
-        elif args.gt or args.config:
-            result = score_files(args)
-        else:
-            raise EvalError("nothing to evaluate: give --gt and --pred, --config CFG [--pred], or --paper_tables")
-        if args.json:
-            out = Path(args.json)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2) + "\n")
-            _logger.info("wrote %s", out)
-    except (ValueError, OSError) as e:  # PoseFileError, DatasetError, EvalError are ValueErrors
-        if os.environ.get("NEFES_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.paper_tables:
+        result = metrics.score_paper_results(args.root)
+        print(metrics.format_paper_tables(result))
+    elif args.gt or args.config:
+        result = score_files(args)
+    else:
+        raise EvalError("nothing to evaluate: give --gt and --pred, --config CFG [--pred], or --paper_tables")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        _logger.info("wrote %s", out)
     return 0
 
 

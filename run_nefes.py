@@ -2,7 +2,8 @@
 """Train NeFeS on one scene: ``python run_nefes.py --config CFG``.
 
 ``new_schedule=1``: stage 1 (colour only). ``new_schedule=2``: stages 2+3 from ``ft_path``.
-Rerunning an interrupted run resumes from its own last checkpoint (``--no_reload`` starts over).
+Rerunning an interrupted run resumes from its own last checkpoint (``--no_reload`` starts over);
+Ctrl-C / SIGTERM keep the last completed epoch in ``interrupted.tar`` (see ``models/trainer.py``).
 ``--render_test``: render the train/test views of the last checkpoint and print PSNR/SSIM.
 """
 from __future__ import annotations
@@ -12,28 +13,19 @@ import signal
 import sys
 from pathlib import Path
 
-import torch
-
-from config.options import get_device, parse_args, save_config, setup_logging
+from config.options import apply_num_threads, get_device, parse_args, save_config, setup_logging
+from core.errors import EXIT_INTERRUPTED, TrainingError, cli_main
 
 _logger = logging.getLogger("run_nefes")
 
 
 def load_feature_extractor(args, device):
-    """Frozen DFNet for the feature targets; random init (with a warning) when no checkpoint is given."""
-    from models.dfnet import DFNet, load_dfnet
-    if args.pretrain_featurenet_path:
-        net = load_dfnet(args.pretrain_featurenet_path, device)
-    else:
+    """Frozen DFNet for the feature targets; seeded random init (with a warning) when no checkpoint is given."""
+    from models.dfnet import frozen_dfnet
+    if not args.pretrain_featurenet_path:
         _logger.warning("no pretrain_featurenet_path: using a RANDOMLY INITIALISED DFNet (width %g) as feature "
                         "extractor; train one with train_dfnet.py for meaningful features", args.dfnet_width)
-        with torch.random.fork_rng(devices=[]):   # seeded: a rerun (resume) must see the same targets
-            torch.manual_seed(args.seed)
-            net = DFNet(width=args.dfnet_width).to(device)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return frozen_dfnet(args.pretrain_featurenet_path, device, width=args.dfnet_width, seed=args.seed)
 
 
 def render_test(args, scene, device, expdir: Path) -> None:
@@ -42,7 +34,7 @@ def render_test(args, scene, device, expdir: Path) -> None:
     from models.trainer import build_targets, latest_checkpoint, render_views
     ckpt = latest_checkpoint(expdir) or (Path(args.ft_path) if args.ft_path else None)
     if ckpt is None:
-        raise SystemExit(f"error: no checkpoint in {expdir} and no ft_path to render")
+        raise TrainingError(f"no checkpoint in {expdir} and no ft_path to render")
     model, meta = load_nefes(ckpt, device, args)
     model.eval()
     out = expdir / f"render_test_{int(meta.get('global_step', 0)):06d}"
@@ -55,10 +47,12 @@ def render_test(args, scene, device, expdir: Path) -> None:
         print(f"{name}: PSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.3f}  ({res['n']} views) -> {out / name}")
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from dataset_loaders import DatasetError, load_scene
+    apply_num_threads(args)
+    from dataset_loaders import load_scene
     from dataset_loaders.scene import save_pose_avg_stats
     from models.trainer import train
     device = get_device(args.device)
@@ -75,12 +69,9 @@ def main(argv=None) -> int:
         save_config(args, expdir)
         featnet = load_feature_extractor(args, device) if (args.new_schedule == 2 or not args.stage1_color_only) else None
         result = train(args, scene, featnet, device, expdir)
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted (state saved; rerun the same command to resume)", file=sys.stderr)
-        return 130
+        print("interrupted: rerun the same command to resume from the last completed epoch", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result:
         print(f"final validation: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f} ({result['n']} views)")
     return 0

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from config.options import get_device, parse_args, save_config, setup_logging
+from config.options import apply_num_threads, get_device, parse_args, save_config, setup_logging
+from core.errors import cli_main
 
 _logger = logging.getLogger("test_refinement")
 
@@ -98,47 +99,45 @@ def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tupl
     return np.stack(refined), infos, seconds
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    from dataset_loaders import DatasetError, load_scene
+    apply_num_threads(args)
+    from dataset_loaders import load_scene
     from dm import metrics, plots
     from dm.direct_pose_model import load_APR_and_FeatureNet
     device = get_device(args.device)
-    try:
-        if args.pose_only not in (0, 2, 3, 4):
-            raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS), 3 (pose refinement) "
-                             "or 4 (Levenberg-Marquardt pose refinement)")
-        scene = load_scene(args)
-        apr, featnet = load_APR_and_FeatureNet(args, device)
-        expdir = Path(args.basedir) / args.expname
-        save_config(args, expdir)
-        name, tag = scene.name, apr.name
-        gt = scene.test.poses
-        metrics.save_pose_file(expdir / f"{name}_test_gt.txt", gt)
-        apr_poses = predict_all(apr, scene.test, device)
-        metrics.save_pose_file(expdir / f"{tag}_{name}_results.txt", apr_poses)
-        summary = {"scene": name, "dataset_type": args.dataset_type, "device": str(device), "pose_only": args.pose_only,
-                   "n": len(gt), "apr": metrics.summarize(*metrics.pose_errors(apr_poses, gt))}
-        print(metrics.format_summary(summary["apr"], name=f"{tag} (APR)"))
-        if args.pose_only in (2, 3, 4):
-            refined, infos, seconds = refine_all(args, scene, apr, featnet, device, apr_poses)
-            kind = {2: "APR_pose", 3: "pose_pose", 4: "LM_pose"}[args.pose_only]
-            out = expdir / f"{tag}_{name}_NeFeS{args.opt_iter}_{kind}_results.txt"
-            metrics.save_pose_file(out, refined)
-            errs = metrics.pose_errors(refined, gt)
-            summary["refined"] = metrics.summarize(*errs)
-            summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
-                           refined_file=str(out),
-                           reverted=int(sum(i.get("reverted", False) for i in infos)))
-            print(metrics.format_summary(summary["refined"], name=f"{tag} + NeFeS{args.opt_iter}"))
-            print(f"refinement: {np.mean(seconds):.2f} s per query on {device}; results -> {out}")
-            plots.plot_trajectories(expdir / "trajectories.png", gt, APR=apr_poses, refined=refined)
-            plots.plot_error_cdf(expdir / "error_cdf.png", APR=metrics.pose_errors(apr_poses, gt), refined=errs)
-        (expdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.pose_only not in (0, 2, 3, 4):
+        raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS), 3 (pose refinement) "
+                         "or 4 (Levenberg-Marquardt pose refinement)")
+    scene = load_scene(args)
+    apr, featnet = load_APR_and_FeatureNet(args, device)
+    expdir = Path(args.basedir) / args.expname
+    save_config(args, expdir)
+    name, tag = scene.name, apr.name
+    gt = scene.test.poses
+    metrics.save_pose_file(expdir / f"{name}_test_gt.txt", gt)
+    apr_poses = predict_all(apr, scene.test, device)
+    metrics.save_pose_file(expdir / f"{tag}_{name}_results.txt", apr_poses)
+    summary = {"scene": name, "dataset_type": args.dataset_type, "device": str(device), "pose_only": args.pose_only,
+               "n": len(gt), "apr": metrics.summarize(*metrics.pose_errors(apr_poses, gt))}
+    print(metrics.format_summary(summary["apr"], name=f"{tag} (APR)"))
+    if args.pose_only in (2, 3, 4):
+        refined, infos, seconds = refine_all(args, scene, apr, featnet, device, apr_poses)
+        kind = {2: "APR_pose", 3: "pose_pose", 4: "LM_pose"}[args.pose_only]
+        out = expdir / f"{tag}_{name}_NeFeS{args.opt_iter}_{kind}_results.txt"
+        metrics.save_pose_file(out, refined)
+        errs = metrics.pose_errors(refined, gt)
+        summary["refined"] = metrics.summarize(*errs)
+        summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
+                       refined_file=str(out),
+                       reverted=int(sum(i.get("reverted", False) for i in infos)))
+        print(metrics.format_summary(summary["refined"], name=f"{tag} + NeFeS{args.opt_iter}"))
+        print(f"refinement: {np.mean(seconds):.2f} s per query on {device}; results -> {out}")
+        plots.plot_trajectories(expdir / "trajectories.png", gt, APR=apr_poses, refined=refined)
+        plots.plot_error_cdf(expdir / "error_cdf.png", APR=metrics.pose_errors(apr_poses, gt), refined=errs)
+    (expdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return 0
 
 

@@ -8,20 +8,24 @@ ACT colour, bilinear upsampling to the working size) and runs :func:`models.dfne
 Validation (early stopping, best model) uses the test split, as the original DFNet training did.
 
 Writes ``<basedir>/<expname>/dfnet_best.pt`` (use it as ``pretrain_model_path`` and
-``pretrain_featurenet_path``), ``dfnet_last.tar`` (resume: re-run the same command), ``val_log.txt``.
+``pretrain_featurenet_path``), ``dfnet_last.tar`` (resume: re-run the same command), ``val_log.txt``. Interrupts are safe: checkpoints
+are written only at the end of an epoch (atomically), so Ctrl-C / SIGTERM loses the unfinished epoch and
+nothing else, and the resumed run reproduces the uninterrupted one (seeded per epoch).
 With ``combine_loss_w 1 0 0`` and ``rvs_loss_w 0`` no renderer is needed (plain pose regression).
 """
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from config.options import get_device, parse_args, save_config, setup_logging
-from dataset_loaders.poses import apr_to_nerf
+from config.options import apply_num_threads, get_device, parse_args, save_config, setup_logging
+from core.errors import EXIT_INTERRUPTED, TrainingError, cli_main
+from core.frames import apr_to_nerf
 from models.dfnet import DFNet
 from models.dfnet_training import DFNetTrainConfig, DFNetTrainData, RenderFn, train_dfnet
 
@@ -75,7 +79,7 @@ def run(args) -> dict:
     render_fn = None
     if cfg.uses_renders or cfg.rvs_loss_w > 0:
         if not args.ft_path or not Path(args.ft_path).is_file():
-            raise ValueError(f"ft_path='{args.ft_path or ''}': a stage-1 NeFeS checkpoint is needed to render "
+            raise TrainingError(f"ft_path='{args.ft_path or ''}': a stage-1 NeFeS checkpoint is needed to render "
                              "training views (or train without renders: --combine_loss_w 1 0 0 --rvs_loss_w 0)")
         from models.nefes import load_nefes
         nefes, _ = load_nefes(args.ft_path, device, args)
@@ -91,20 +95,19 @@ def run(args) -> dict:
     return res
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
+    apply_num_threads(args)
     try:
         run(args)
-    except ValueError as e:  # the project's input errors (dataset, checkpoints, config) all subclass it
-        _logger.debug("details", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)   # SIGTERM stops like Ctrl-C
     sys.exit(main())

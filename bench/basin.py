@@ -65,7 +65,7 @@ def parse_start(name: str) -> tuple[float, float]:
 def perturb(gt: np.ndarray, deg: float, metres: float, seed: int) -> np.ndarray:
     """(N, 3, 4) poses -> rotated about each camera centre by exactly ``deg`` and shifted by exactly
     ``metres`` (random axes and directions from ``seed``)."""
-    from models import geometry
+    from core import geometry
     rng = np.random.default_rng(seed)
     out = gt.copy()
     for i in range(len(gt)):
@@ -89,14 +89,14 @@ class OffsetAPR(torch.nn.Module):
 
     def set_start(self, img: torch.Tensor, start: np.ndarray) -> None:
         from dm.refine_apr import predict
-        from models import geometry
+        from core import geometry
         with torch.no_grad():
             p0 = geometry.to_homogeneous(predict(self.apr, img, True).double())
             s = geometry.to_homogeneous(torch.as_tensor(start, dtype=torch.float64))
             self.offset.copy_((s @ torch.linalg.inv(p0)).float())
 
     def forward(self, img):
-        from models import geometry
+        from core import geometry
         p = geometry.orthonormalize_pose(self.apr(img))                    # (B, 3, 4)
         R, t = self.offset[:3, :3], self.offset[:3, 3:]
         return torch.cat([R @ p[..., :3], R @ p[..., 3:] + t], -1)

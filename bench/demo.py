@@ -1,7 +1,7 @@
 """Benchmark of the whole method on the demo scene: ``python -m bench.demo [--devices cpu,cuda]``.
 
 Runs the demo pipeline from scratch (synthetic room, NeFeS stage 1, DFNet, NeFeS stages 2+3,
-APR + NeFeS refinement) with the tiny configs and prints, per device, the figures the README
+APR + NeFeS refinement) with the tiny configs and prints, per device, the figures docs/benchmarks.md
 quotes: stage times, held-out NeFeS PSNR, APR and refined median errors, their ratio, refinement
 time per query and the total. Results go to ``logs/bench/demo_<device>/`` and ``logs/bench/demo.json``.
 """

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from config.options import available_devices
-from models import geometry
+from core import geometry
+from dataset_loaders.images import luminance_histogram
 from models.dfnet import DFNet
 
 
@@ -89,14 +90,6 @@ class ToyRoom:
         return col.clamp(0, 1).reshape(len(c2w), h, w, 3).permute(0, 3, 1, 2).contiguous()
 
 
-def luminance_hist(img: torch.Tensor, bins: int = 10) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, bins) rounded percentages of luminance (enough for the toy renderer)."""
-    y = (0.299 * img[:, 0] + 0.587 * img[:, 1] + 0.114 * img[:, 2]).flatten(1)
-    idx = (y * bins).long().clamp(0, bins - 1)
-    counts = torch.zeros(len(img), bins).scatter_add_(1, idx, torch.ones_like(y))
-    return torch.round(100 * counts / y.shape[1])
-
-
 def toy_problem(n_train: int, n_test: int, h: int, w: int, seed: int = 0, render_scale: int = 4):
     """Real images of the toy room, a fake renderer and the data tensors.
 
@@ -115,7 +108,7 @@ def toy_problem(n_train: int, n_test: int, h: int, w: int, seed: int = 0, render
         low = room.render(c2w.cpu(), h // s, w // s, focal / s)
         return (F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False) * 0.92 + 0.03).clamp(0, 1)
 
-    data = DFNetTrainData(imgs_tr, tr, luminance_hist(imgs_tr), imgs_te, te)
+    data = DFNetTrainData(imgs_tr, tr, torch.stack([luminance_histogram(i) for i in imgs_tr]), imgs_te, te)
     return room, data, render_fn
 
 

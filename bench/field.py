@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from config.options import available_devices
+from dataset_loaders.images import luminance_histogram
 from models.losses import l1_feature_loss, nerfw_color_loss, psnr
 from models.nefes import PAPER_HPARAMS, build_from_hparams
 from models.rays import get_rays
@@ -115,13 +116,6 @@ def scene_box(poses: torch.Tensor, far: float) -> torch.Tensor:
     """Hash-grid box: NeRF-frame camera positions +- far, ``(2,3)``."""
     t = poses[:, :3, 3]
     return torch.stack([t.amin(0) - far, t.amax(0) + far])
-
-
-def luminance_hist(img: torch.Tensor) -> torch.Tensor:
-    """10-bin luminance histogram in rounded percentages of a ``(3,H,W)`` image (spec §1.6)."""
-    y = 0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]
-    hst = torch.histc(y, 10, 0.0, 1.0)
-    return (hst * 100.0 / hst.sum()).round()
 
 
 # ==============================================================================================
@@ -238,7 +232,7 @@ def train_room(device, seconds: float, log, h=60, w=80, n_train=60, n_rays=2048,
     focal, far = 73.125 * h / 60, 4.0
     poses = room_cameras(n_train + 8, seed=0)
     imgs = torch.stack([render_room(p, h, w, focal)["rgb"] for p in poses])
-    hists = torch.stack([luminance_hist(i) for i in imgs])
+    hists = torch.stack([luminance_histogram(i) for i in imgs])
     poses, imgs, hists = poses.to(device), imgs.to(device), hists.to(device)
     m = build_from_hparams(TINY_HASHGRID, scene_box(poses[:n_train].cpu(), far)).to(device)
     opt = torch.optim.Adam(m.parameters(), lr=lr, eps=1e-15, fused=True)

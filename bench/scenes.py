@@ -64,7 +64,7 @@ def data_dir(spec: BenchScene, root: Path = ROOT) -> Path:
 def ensure_scene(spec: BenchScene, root: Path = ROOT) -> Path:
     """Render the scene unless a complete copy exists; -> its data folder."""
     sys.path.insert(0, str(REPO))
-    from dataset_loaders.synthetic import INCOMPLETE_MARKER, INFO_FILE, generate
+    from data.synthetic import INCOMPLETE_MARKER, INFO_FILE, generate
     d = data_dir(spec, root)
     if (d / INFO_FILE).is_file() and not (d / INCOMPLETE_MARKER).exists():
         return d

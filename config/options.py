@@ -3,11 +3,16 @@
 Config files are the original's configargparse text files: ``key=value`` lines, ``#`` comments
 (also inline), ``True``/``False`` for flags. The original NeFeS configs run unchanged:
 
-* keys of the original that have no effect (``NeRFW``, ``tcnn``, ...) are accepted; a warning names them;
+* keys of the original that have no effect here (``num_workers``, ``dfnet``, ``NeRFW``, ...) are accepted
+  (:data:`LEGACY_KEYS`); one warning per key names it when it is set to anything but its silent value
+  (the value the original configs use), and the key is dropped from the namespace so nothing can read it;
 * an unknown key in a config file gets a warning naming it (a typo on the command line is an error);
 * a value of the wrong type is an error naming the key and the value;
 * relative paths written for the original's ``script/`` working directory (``../data/...``,
   ``../logs``) are resolved against the repository root when run from there (see :func:`resolve_path`).
+
+Defaults shared with code that runs without the parser (hash grid, chunk sizes, ``svd_reg``) come from
+``core/defaults.py``. Bad values raise :class:`core.errors.ConfigError`; the entry points print one line.
 """
 from __future__ import annotations
 
@@ -15,9 +20,13 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import configargparse
+
+from core import defaults
+from core.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -25,16 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DATASET_TYPES = ("7Scenes", "7Scenes_colmap", "Cambridge")
 FIELD_TYPES = ("auto", "hashgrid", "nefes_mlp")
-
-#: Keys of the original code base that are accepted and ignored (dead options, CUDA-only switches).
-LEGACY_IGNORED = (
-    "fff", "tcnn", "ffmlp", "multi_gpu", "feature_dim", "in_channels_a", "in_channels_t", "N_vocab",
-    "NeRFW", "nerfh_nff", "encode_hist", "sh_tcnn", "sh_nff", "ngp_nefes", "nerfh_nff2", "NFF",
-    "reduce_embedding", "use_sv", "n_blocks", "min_feat", "tvloss", "depth", "l1normloss",
-    "sigma_sparsity_loss", "encode_appearance", "bound", "train_local_nerf", "render_video",
-    "render_factor", "frame_idx", "no_grad_update", "lietorch", "i_embed_views", "netdepth_fine",
-    "netwidth_fine", "use_fine_only", "epochToMaxFreq", "DFNet", "random_view_synthesis",
-)
 
 
 def _bool(v) -> bool:
@@ -46,6 +45,65 @@ def _bool(v) -> bool:
     if s in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Legacy:
+    """A key of the original that is accepted and has no effect here.
+
+    ``silent``: the value at which no warning is logged (what the original configs use); ``why``: shown
+    in ``--help`` and in the warning (keys without one are hidden from ``--help``).
+    """
+    silent: object = None
+    type: object = str
+    nargs: str | None = "?"
+    why: str = ""
+
+
+_FLAG = dict(type=_bool, nargs="?")
+#: Every legacy key: the one mechanism for "accepted for compatibility, no effect".
+LEGACY_KEYS: dict[str, Legacy] = {
+    "val_batch_size": Legacy(1, int, None, "validation renders one view at a time"),
+    "num_workers": Legacy(0, int, None, "there is no DataLoader: images are decoded once by a thread pool and "
+                                        "training batches are drawn from tensors in memory"),
+    "i_embed": Legacy(0, int, None, "field_type chooses the field and its encoding"),
+    "use_viewdirs": Legacy(True, why="colour is always view-dependent", **_FLAG),
+    "white_bkgd": Legacy(False, why="scenes have no background to whiten", **_FLAG),
+    "color_feat_fusion_nerfw_loss": Legacy(True, why="the NeRF-W colour + L1 feature + fusion losses are the only "
+                                                     "losses implemented", **_FLAG),
+    "dfnet": Legacy(True, why="feature targets always come from a DFNet", **_FLAG),
+    "model_name": Legacy("DFM_NFF_APR", nargs=None, why="the experiment family of the original"),
+    "feature_matching_lvl": Legacy([0], int, "*", "refinement matches DFNet level 0, as the paper"),
+    "eval": Legacy(False, why="test_refinement.py always evaluates", **_FLAG),
+    **{key: Legacy() for key in (   # dead options and CUDA-only switches of the original code base
+        "fff", "tcnn", "ffmlp", "multi_gpu", "feature_dim", "in_channels_a", "in_channels_t", "N_vocab",
+        "NeRFW", "nerfh_nff", "encode_hist", "sh_tcnn", "sh_nff", "ngp_nefes", "nerfh_nff2", "NFF",
+        "reduce_embedding", "use_sv", "n_blocks", "min_feat", "tvloss", "depth", "l1normloss",
+        "sigma_sparsity_loss", "encode_appearance", "bound", "train_local_nerf", "render_video",
+        "render_factor", "frame_idx", "no_grad_update", "lietorch", "i_embed_views", "netdepth_fine",
+        "netwidth_fine", "use_fine_only", "epochToMaxFreq", "DFNet", "random_view_synthesis")},
+}
+
+
+def _add_legacy(g, key: str, spec: Legacy) -> None:
+    kw = dict(type=spec.type, default=spec.silent)
+    if spec.nargs is not None:
+        kw["nargs"] = spec.nargs
+    if spec.nargs == "?":
+        kw["const"] = True if spec.type is _bool else "True"
+    g.add_argument(f"--{key}", **kw, help=f"no effect: {spec.why}" if spec.why else argparse.SUPPRESS)
+
+
+def warn_legacy(args: argparse.Namespace) -> None:
+    """One warning per legacy key set to a non-silent value; then the key leaves the namespace."""
+    for key, spec in LEGACY_KEYS.items():
+        if not hasattr(args, key):
+            continue
+        if getattr(args, key) != spec.silent:
+            why = f" ({spec.why})" if spec.why else ""
+            _logger.warning("'%s' is accepted for compatibility with the original configs and has no effect%s",
+                            key, why)
+        delattr(args, key)
 
 
 class _Parser(configargparse.ArgumentParser):
@@ -84,8 +142,6 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--near_far", type=float, nargs=2, default=[0.5, 2.5], help="near and far bounds (NeRF units)")
     g.add_argument("--focal", type=float, default=None, help="override the focal length (pixels, at the raw image size)")
     g.add_argument("--batch_size", type=int, default=4, help="images per training iteration")
-    g.add_argument("--val_batch_size", type=int, default=1, help="validation batch size")
-    g.add_argument("--num_workers", type=int, default=0, help="data loader workers")
     g.add_argument("--meta_dir", type=str, default=None, help="where computed world_setup.json / pose_avg_stats go when datadir has none (default: datadir)")
     g.add_argument("--cache_images", type=_bool, nargs="?", const=True, default=True, help="keep decoded working-size images in memory (uint16, 6 bytes/pixel) after first use")
 
@@ -96,29 +152,27 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--netwidth", type=int, default=128, help="nefes_mlp: trunk width")
     g.add_argument("--multires", type=int, default=10, help="nefes_mlp: log2 of max position frequency")
     g.add_argument("--multires_views", type=int, default=4, help="log2 of max view-direction frequency")
-    g.add_argument("--i_embed", type=int, default=0, help="positional encoding type (0 = NeRF PE)")
-    g.add_argument("--hash_level", type=int, default=16, help="hashgrid: number of levels")
-    g.add_argument("--hash_features", type=int, default=2, help="hashgrid: features per level")
-    g.add_argument("--log2_hashmap_size", type=int, default=19, help="hashgrid: log2 of the table size per level")
-    g.add_argument("--base_resolution", type=int, default=16, help="hashgrid: coarsest grid resolution")
-    g.add_argument("--finest_resolution", type=int, default=2048, help="hashgrid: finest grid resolution")
-    g.add_argument("--hg_hidden", type=int, default=64, help="hashgrid: width of the MLP heads")
+    hg = defaults.HASHGRID
+    g.add_argument("--hash_level", type=int, default=hg["hash_level"], help="hashgrid: number of levels")
+    g.add_argument("--hash_features", type=int, default=hg["hash_features"], help="hashgrid: features per level")
+    g.add_argument("--log2_hashmap_size", type=int, default=hg["log2_hashmap_size"], help="hashgrid: log2 of the table size per level")
+    g.add_argument("--base_resolution", type=int, default=hg["base_resolution"], help="hashgrid: coarsest grid resolution")
+    g.add_argument("--finest_resolution", type=int, default=hg["finest_resolution"], help="hashgrid: finest grid resolution")
+    g.add_argument("--hg_hidden", type=int, default=hg["hg_hidden"], help="hashgrid: width of the MLP heads")
     g.add_argument("--use_tcnn", type=str, default="auto", choices=("auto", "never", "always"), help="use tiny-cuda-nn for the hash grid when it imports and the device is CUDA")
-    g.add_argument("--hg_geo_dim", type=int, default=15, help="hashgrid: geometry feature width passed from the density MLP to the colour/feature branches")
-    g.add_argument("--hg_coarse_level", type=int, default=2, help="hashgrid: levels of the (density-oriented) coarse grid")
-    g.add_argument("--hg_coarse_log2_hashmap_size", type=int, default=16, help="hashgrid: log2 table size per level of the coarse grid")
-    g.add_argument("--hg_coarse_finest_resolution", type=int, default=64, help="hashgrid: finest resolution of the coarse grid")
-    g.add_argument("--hg_coarse_hidden", type=int, default=32, help="hashgrid: MLP width of the coarse field")
+    g.add_argument("--hg_geo_dim", type=int, default=hg["hg_geo_dim"], help="hashgrid: geometry feature width passed from the density MLP to the colour/feature branches")
+    g.add_argument("--hg_coarse_level", type=int, default=hg["hg_coarse_level"], help="hashgrid: levels of the (density-oriented) coarse grid")
+    g.add_argument("--hg_coarse_log2_hashmap_size", type=int, default=hg["hg_coarse_log2_hashmap_size"], help="hashgrid: log2 table size per level of the coarse grid")
+    g.add_argument("--hg_coarse_finest_resolution", type=int, default=hg["hg_coarse_finest_resolution"], help="hashgrid: finest resolution of the coarse grid")
+    g.add_argument("--hg_coarse_hidden", type=int, default=hg["hg_coarse_hidden"], help="hashgrid: MLP width of the coarse field")
     g.add_argument("--hg_fine_only", type=_bool, nargs="?", const=True, default=True, help="hashgrid: the fine field renders the N_importance samples only (not the union with the coarse samples); stored in the checkpoint")
     g.add_argument("--N_samples", type=int, default=64, help="coarse samples per ray")
     g.add_argument("--N_importance", type=int, default=64, help="extra fine samples per ray (inverse CDF)")
     g.add_argument("--perturb", type=float, default=1.0, help="stratified sampling jitter during training (0 or 1)")
     g.add_argument("--raw_noise_std", type=float, default=0.0, help="density noise during training")
     g.add_argument("--lindisp", type=_bool, nargs="?", const=True, default=False, help="sample linearly in inverse depth")
-    g.add_argument("--use_viewdirs", type=_bool, nargs="?", const=True, default=True, help="view-dependent colour")
-    g.add_argument("--white_bkgd", type=_bool, nargs="?", const=True, default=False, help="unused, kept for compatibility")
-    g.add_argument("--chunk", type=int, default=1024 * 32, help="rays per rendering chunk (memory only)")
-    g.add_argument("--netchunk", type=int, default=1024 * 64 * 32, help="points per network chunk (memory only)")
+    g.add_argument("--chunk", type=int, default=defaults.CHUNK, help="rays per rendering chunk (memory only)")
+    g.add_argument("--netchunk", type=int, default=defaults.NETCHUNK, help="points per network chunk (memory only)")
     g.add_argument("--tinyscale", type=float, default=4.0, help="NeFeS renders at working size / tinyscale")
     g.add_argument("--transient_at_test", type=_bool, nargs="?", const=True, default=False, help="keep the transient branch when rendering at test time")
     g.add_argument("--use_fusion_res", type=_bool, nargs="?", const=True, default=False, help="fusion CNN adds the rendered features as a residual")
@@ -136,8 +190,6 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--i_testset", type=int, default=200, help="validation renders every n epochs")
     g.add_argument("--i_print", type=int, default=10, help="log every n epochs")
     g.add_argument("--render_test", type=_bool, nargs="?", const=True, default=False, help="render train/test views from a checkpoint and exit")
-    g.add_argument("--color_feat_fusion_nerfw_loss", type=_bool, nargs="?", const=True, default=False, help="NeRF-W colour + L1 feature + fusion losses (all paper configs)")
-    g.add_argument("--dfnet", type=_bool, nargs="?", const=True, default=False, help="feature targets from a DFNet feature extractor")
     g.add_argument("--pretrain_featurenet_path", type=str, default="", help="DFNet feature-extractor checkpoint (.pt)")
     g.add_argument("--epoch_to_fusion", type=int, default=None, help="stage-2 run: epoch at which patch/fusion training starts (default 200, as the original)")
     g.add_argument("--stage1_color_only", type=_bool, nargs="?", const=True, default=False,
@@ -168,11 +220,10 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--apr_random_init", type=_bool, nargs="?", const=True, default=False, help="tests/demos only: build a randomly initialised APR / feature DFNet when a checkpoint path is empty")
 
     g = p.add_argument_group("refinement (test_refinement.py)")
-    g.add_argument("--model_name", type=str, default="DFM_NFF_APR", help="experiment family (kept for compatibility)")
     g.add_argument("--pose_only", type=int, default=0, help="0: APR only; 2: APR + NeFeS (fine-tune the APR); 3: direct SE(3) pose refinement (Adam); 4: direct pose refinement by Levenberg-Marquardt on the paper's loss (this project)")
     g.add_argument("--learning_rate", type=float, default=1e-5, help="APR fine-tuning (pose_only=2) / APR training learning rate")
     g.add_argument("--opt_iter", type=int, default=50, help="refinement iterations per query")
-    g.add_argument("--svd_reg", type=_bool, nargs="?", const=True, default=False, help="orthonormalise APR rotations by SVD")
+    g.add_argument("--svd_reg", type=_bool, nargs="?", const=True, default=defaults.SVD_REG, help="orthonormalise APR rotations by SVD (projection to SO(3))")
     g.add_argument("--freezeBN", type=_bool, nargs="?", const=True, default=False, help="freeze the APR's BatchNorm affine parameters")
     g.add_argument("--per_pixel", type=_bool, nargs="?", const=True, default=False, help="cosine feature loss per pixel instead of per channel")
     g.add_argument("--refine_crop", type=int, default=10, help="pose_only=2: pixels dropped on every border of the feature maps (and of the images checked by the verification step) at the working resolution; the original's 10 is for 240-px-high working images, smaller images want proportionally less")
@@ -182,13 +233,11 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--lm_lambda", type=float, default=1e-2, help="pose_only=4: initial Levenberg-Marquardt damping")
     g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
     g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
-    g.add_argument("--feature_matching_lvl", type=int, nargs="*", default=[0], help="DFNet feature levels used at refinement")
-    g.add_argument("--eval", type=_bool, nargs="?", const=True, default=False, help="evaluation mode")
     g.add_argument("--freeze_BN", type=_bool, nargs="?", const=True, default=False, help=argparse.SUPPRESS)
 
-    g = p.add_argument_group("legacy (accepted, no effect)")
-    for key in LEGACY_IGNORED:
-        g.add_argument(f"--{key}", type=str, nargs="?", const="True", default=None, help=argparse.SUPPRESS)
+    g = p.add_argument_group("legacy keys of the original (accepted, no effect)")
+    for key, spec in LEGACY_KEYS.items():
+        _add_legacy(g, key, spec)
     return p
 
 
@@ -207,9 +256,7 @@ def parse_args(argv=None, parser: configargparse.ArgumentParser | None = None) -
         if any(a == key or a.startswith(key + "=") for a in argv):
             parser.error(f"unknown option {key}")
         _logger.warning("config %s: unknown key '%s' ignored", cfg, key.lstrip("-"))
-    for key in LEGACY_IGNORED:
-        if getattr(args, key) is not None:
-            _logger.info("legacy key '%s' accepted and ignored", key)
+    warn_legacy(args)
     finalize(args)
     return args
 
@@ -249,11 +296,17 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         setattr(args, key, resolve_path(getattr(args, key), must_exist=True))
     args.basedir = resolve_path(args.basedir)
     if args.hist_bin != 10:
-        raise SystemExit(f"error: hist_bin={args.hist_bin}: only 10 bins are supported (the ACT takes 10 inputs)")
+        raise ConfigError(f"hist_bin={args.hist_bin}: only 10 bins are supported (the ACT takes 10 inputs)")
+    if args.num_threads < 0:
+        raise ConfigError(f"num_threads={args.num_threads}: expected 0 (torch default) or a positive count")
+    return args
+
+
+def apply_num_threads(args: argparse.Namespace) -> None:
+    """Entry points: set torch's CPU thread count from ``num_threads`` (0 keeps torch's default)."""
     if args.num_threads > 0:
         import torch
         torch.set_num_threads(args.num_threads)
-    return args
 
 
 def get_device(name: str = "auto"):
@@ -263,7 +316,7 @@ def get_device(name: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} requested but CUDA is not available")
+        raise ConfigError(f"--device {name} requested but CUDA is not available")
     return dev
 
 
@@ -278,7 +331,7 @@ def save_config(args: argparse.Namespace, out_dir: str | Path) -> None:
     """Write the effective configuration as ``args.txt`` (key = value) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = [f"{k} = {v}" for k, v in sorted(vars(args).items()) if k not in LEGACY_IGNORED]
+    lines = [f"{k} = {v}" for k, v in sorted(vars(args).items()) if k not in LEGACY_KEYS]
     (out_dir / "args.txt").write_text("\n".join(lines) + "\n")
 
 

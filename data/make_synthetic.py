@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Render a synthetic scene in the exact on-disk layout of 7-Scenes (``room``) or Cambridge (``street``).
 
-    python data/make_synthetic.py room   --out data/synthetic/room   [--seed 0] [--width 640 --height 480]
-    python data/make_synthetic.py street --out data/synthetic/street [--layout single|original] [--with_meta]
+    python data/make_synthetic.py room   --out data/synthetic_scenes/room   [--seed 0] [--width 640 --height 480]
+    python data/make_synthetic.py street --out data/synthetic_scenes/street [--layout single|original] [--with_meta]
 
 Point a config's ``datadir`` at the output folder (``--layout original`` writes the original's
 ``deepslam_data/7Scenes/<scene>`` + ``7Scenes/<scene>`` pair instead). The real work lives in
-``dataset_loaders/synthetic.py``.
+the package ``data/synthetic/`` (import it as ``data.synthetic``). Generated scenes are git-ignored
+anywhere under ``data/``; keep them out of the package folder itself.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from anywhere
 
 from config.options import setup_logging  # noqa: E402
-from dataset_loaders import synthetic  # noqa: E402
+from core.errors import cli_main  # noqa: E402
+from data import synthetic  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,19 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     t0 = time.time()
-    try:
-        info = synthetic.generate(
-            args.kind, args.out, seed=args.seed, width=args.width, height=args.height,
-            n_train_seq=args.n_train_seq, frames_per_seq=args.frames_per_seq, n_test_seq=args.n_test_seq,
-            test_frames_per_seq=args.test_frames_per_seq, layout=args.layout, scene_name=args.scene,
-            overwrite=args.overwrite, with_meta=args.with_meta, workers=args.workers)
-    except (synthetic.SyntheticError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    info = synthetic.generate(
+        args.kind, args.out, seed=args.seed, width=args.width, height=args.height,
+        n_train_seq=args.n_train_seq, frames_per_seq=args.frames_per_seq, n_test_seq=args.n_test_seq,
+        test_frames_per_seq=args.test_frames_per_seq, layout=args.layout, scene_name=args.scene,
+        overwrite=args.overwrite, with_meta=args.with_meta, workers=args.workers)
     size = info["image_size"]
     print(f"{args.kind} '{info['scene_name']}': {info['frames']['train']} train + {info['frames']['test']} test frames, "
           f"{size['width']}x{size['height']}, focal {info['intrinsics']['focal_px']:.3f} px -> "

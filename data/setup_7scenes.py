@@ -24,13 +24,12 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from core.errors import SetupError, cli_main  # noqa: E402  (after the path fix, so the script runs from anywhere)
+
 SCENES = ("chess", "fire", "heads", "office", "pumpkin", "redkitchen", "stairs")
 URL = "http://download.microsoft.com/download/2/8/5/28564B23-0828-408F-8631-23B1EFF1DAC8/{scene}.zip"
 META_FILES = ("world_setup.json", "pose_avg_stats.txt", "pose_avg_stats_colmap.txt")
-
-
-class SetupError(RuntimeError):
-    """A problem with the inputs of the setup (message: one line)."""
 
 
 def safe_extract(zf: zipfile.ZipFile, dest: Path) -> list[str]:
@@ -137,6 +136,7 @@ def setup_scene(scene: str, out: Path, zips: Path | None, do_download: bool, met
     (out / "7Scenes" / scene).mkdir(parents=True, exist_ok=True)
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
@@ -148,17 +148,11 @@ def main(argv=None) -> int:
     p.add_argument("--keep_zips", action="store_true", help="keep downloaded zips")
     a = p.parse_args(argv)
     if a.meta is not None and not a.meta.is_dir():
-        print(f"error: --meta {a.meta}: folder not found", file=sys.stderr)
-        return 1
+        raise SetupError(f"--meta {a.meta}: folder not found")
     if a.zips is not None and not a.zips.is_dir():
-        print(f"error: --zips {a.zips}: folder not found", file=sys.stderr)
-        return 1
-    try:
-        for scene in a.scenes:
-            setup_scene(scene, a.out, a.zips, a.download, a.meta, a.keep_zips)
-    except (SetupError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise SetupError(f"--zips {a.zips}: folder not found")
+    for scene in a.scenes:
+        setup_scene(scene, a.out, a.zips, a.download, a.meta, a.keep_zips)
     print(f"done: datadir for configs = {a.out}/7Scenes/<scene>")
     return 0
 

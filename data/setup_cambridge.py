@@ -33,12 +33,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from models import geometry  # noqa: E402  (after the path fix, so the script runs from anywhere)
+from core import frames  # noqa: E402  (after the path fix, so the script runs from anywhere)
+from core.errors import SetupError, cli_main  # noqa: E402
 
 URLS = {
     "KingsCollege": "https://www.repository.cam.ac.uk/bitstream/handle/1810/251342/KingsCollege.zip",
@@ -52,10 +52,6 @@ DEFAULT_SCENES = ("KingsCollege", "OldHospital", "ShopFacade", "StMarysChurch")
 TARGET_SHORT_SIDE = 480
 MAX_TRANSLATION = 10000.0
 HEADER_LINES = 3  # of dataset_{train,test}.txt
-
-
-class SetupError(RuntimeError):
-    """A problem with the inputs of the setup (message: one line)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,7 +98,7 @@ def parse_dataset_list(text: str, source: str) -> dict[str, np.ndarray]:
 def camera_to_world(centre_quat: np.ndarray) -> np.ndarray | None:
     """[X Y Z W P Q R] -> 4x4 camera-to-world, or None for an outlier (|t| > 10000 with t = −R·c)."""
     c, q = centre_quat[:3], centre_quat[3:]
-    R = geometry.quat_to_rotmat(torch.as_tensor(q, dtype=torch.float64)).numpy()  # world -> camera
+    R = frames.colmap_to_w2c(q, np.zeros(3))[:, :3]  # world -> camera
     t = -R @ c
     if np.abs(t).max() > MAX_TRANSLATION:
         return None
@@ -241,6 +237,7 @@ def download(url: str, path: Path) -> None:
         raise SetupError(f"{url}: download failed ({e})") from None
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -255,36 +252,31 @@ def main(argv=None) -> int:
     for opt in ("zips", "meta", "semantic_zip"):
         v = getattr(a, opt)
         if v is not None and not v.exists():
-            print(f"error: --{opt} {v}: not found", file=sys.stderr)
-            return 1
+            raise SetupError(f"--{opt} {v}: not found")
     out_root = a.out / "Cambridge"
-    try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=a.out, prefix=".cambridge_download_") as tmp:
-            for scene in a.scenes:
-                print(f"=== {scene}")
-                if a.zips is not None:
-                    zip_path = a.zips / f"{scene}.zip"
-                    if not zip_path.is_file():
-                        raise SetupError(f"{zip_path}: zip not found (expected <Scene>.zip in --zips)")
-                else:
-                    zip_path = Path(tmp) / f"{scene}.zip"
-                    download(URLS[scene], zip_path)
-                out_scene = out_root / scene
-                convert_scene(zip_path, out_scene, scene, threads=max(1, a.threads))
-                if a.meta is not None:
-                    copy_meta(a.meta, out_scene, scene)
-                if a.download:
-                    zip_path.unlink()
-            semantic_zip = a.semantic_zip
-            if semantic_zip is None and a.download:
-                semantic_zip = Path(tmp) / "Cambridge_semantic.zip"
-                download(SEMANTIC_URL, semantic_zip)
-            if semantic_zip is not None:
-                copy_semantic(semantic_zip, out_root, a.scenes)
-    except (SetupError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=a.out, prefix=".cambridge_download_") as tmp:
+        for scene in a.scenes:
+            print(f"=== {scene}")
+            if a.zips is not None:
+                zip_path = a.zips / f"{scene}.zip"
+                if not zip_path.is_file():
+                    raise SetupError(f"{zip_path}: zip not found (expected <Scene>.zip in --zips)")
+            else:
+                zip_path = Path(tmp) / f"{scene}.zip"
+                download(URLS[scene], zip_path)
+            out_scene = out_root / scene
+            convert_scene(zip_path, out_scene, scene, threads=max(1, a.threads))
+            if a.meta is not None:
+                copy_meta(a.meta, out_scene, scene)
+            if a.download:
+                zip_path.unlink()
+        semantic_zip = a.semantic_zip
+        if semantic_zip is None and a.download:
+            semantic_zip = Path(tmp) / "Cambridge_semantic.zip"
+            download(SEMANTIC_URL, semantic_zip)
+        if semantic_zip is not None:
+            copy_semantic(semantic_zip, out_root, a.scenes)
     print(f"done: datadir for configs = {out_root}/<Scene>")
     return 0
 

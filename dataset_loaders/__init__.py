@@ -2,7 +2,7 @@
 
 Entry point: :func:`load_scene` (``dataset_loaders.scene``) returns a :class:`SceneData` with a
 ``train`` and a ``test`` :class:`Split` whose poses are APR-frame camera-to-world matrices.
-Frame conventions live in :mod:`dataset_loaders.poses`; nothing else here flips or rescales poses.
+Frame conventions live in :mod:`core.frames`; nothing here flips or rescales poses by hand.
 
 Bad input (missing folder or file, malformed pose, unreadable image, ...) raises
 :class:`DatasetError` with one line that names the file and the problem.
@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-    """A dataset file or folder is missing or malformed (message: one line naming the file)."""
+from core.errors import DatasetError
 
 
 @dataclass
@@ -24,7 +22,7 @@ class RawSplit:
     """One split as read from disk, before any frame conversion (what the dataset readers return).
 
     ``poses_raw`` (N, 3, 4) float64 is in the dataset frame: ``pose_kind == "c2w_opencv"`` for the
-    7-Scenes pose files and Cambridge, ``"w2c_colmap"`` for the COLMAP lists (see ``poses.py``).
+    7-Scenes pose files and Cambridge, ``"w2c_colmap"`` for the COLMAP lists (see ``core/frames.py``).
     """
     split: str                                  # "train" or "test"
     image_paths: list[Path]
@@ -43,8 +41,8 @@ _LAZY = {"load_scene": "scene", "SceneData": "scene", "Split": "scene"}
 
 
 def __getattr__(name):
-    # Lazy so that ``import dataset_loaders.poses`` stays light and submodules can import
-    # DatasetError from here without an import cycle.
+    # Lazy so that ``import dataset_loaders.images`` stays light and submodules can import
+    # RawSplit from here without an import cycle.
     if name in _LAZY:
         import importlib
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from config import options
-from dataset_loaders import DatasetError
+from core.errors import EXIT_INPUT_ERROR, cli_main
 
 _logger = logging.getLogger(__name__)
 MAX_ARROWS = 150  # per split, so the plot stays readable for thousands of frames
@@ -93,6 +93,7 @@ def describe(scene) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--out", type=str, default=None)
@@ -102,23 +103,19 @@ def main(argv=None) -> int:
         print(__doc__.strip().splitlines()[0])
         if known.out is None and not known.help:
             print("error: --out DIR is required", file=sys.stderr)
-            return 2
+            return EXIT_INPUT_ERROR
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")  # describe() prints the rest
     args = options.parse_args(rest)
     args.save_pose_avg_stats = False  # inspecting never rewrites the shipped statistics
     from dataset_loaders.scene import load_scene
-    try:
-        scene = load_scene(args, preload=False)
-        out = Path(known.out)
-        out.mkdir(parents=True, exist_ok=True)
-        save_poses(out / "poses_train.txt", scene.train.poses)
-        save_poses(out / "poses_test.txt", scene.test.poses)
-        plot_cameras(out / "cameras.png", {"train": scene.train.poses, "test": scene.test.poses},
-                     title=f"{scene.name} ({scene.dataset_type})")
-    except (DatasetError, ValueError, OSError) as e:  # DatasetError first; ValueError covers pose-file errors
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    scene = load_scene(args, preload=False)
+    out = Path(known.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_poses(out / "poses_train.txt", scene.train.poses)
+    save_poses(out / "poses_test.txt", scene.test.poses)
+    plot_cameras(out / "cameras.png", {"train": scene.train.poses, "test": scene.test.poses},
+                 title=f"{scene.name} ({scene.dataset_type})")
     print(describe(scene))
     print(f"wrote {out / 'poses_train.txt'}, {out / 'poses_test.txt'}, {out / 'cameras.png'}")
     return 0

@@ -18,11 +18,13 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from config.options import DATASET_TYPES
+from core import frames
+from core.errors import ConfigError
 from dataset_loaders import DatasetError, RawSplit, cambridge, images, poses, seven_scenes, world_setup
 
 _logger = logging.getLogger(__name__)
 
-DATASET_TYPES = ("7Scenes", "7Scenes_colmap", "Cambridge")
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
@@ -158,7 +160,7 @@ class SceneData:
     focal_raw: float
     near: float
     far: float
-    world_setup: poses.WorldSetup
+    world_setup: frames.WorldSetup
     pose_avg: np.ndarray
     provenance: dict = field(default_factory=dict)
 
@@ -168,7 +170,7 @@ class SceneData:
 
     def frustum_bounds(self, split: str = "train") -> np.ndarray:
         """(2, 3) NeRF-frame AABB [min; max] of the camera centres and far-plane corners of a split."""
-        c2w = poses.apr_to_nerf(getattr(self, split).poses, self.world_setup)
+        c2w = frames.apr_to_nerf(getattr(self, split).poses, self.world_setup)
         hx, hy = self.W / (2 * self.focal), self.H / (2 * self.focal)
         corners = np.array([[sx * hx, sy * hy, -1.0] for sx in (-1, 1) for sy in (-1, 1)]) * self.far
         pts = np.einsum("nij,kj->nki", c2w[:, :, :3], corners) + c2w[:, None, :, 3]
@@ -235,9 +237,9 @@ def save_pose_avg_stats(args) -> Path:
 def to_apr(raw: RawSplit, A: np.ndarray) -> np.ndarray:
     """Raw dataset poses -> (N, 3, 4) APR-frame camera-to-world."""
     if raw.pose_kind == "w2c_colmap":
-        out = poses.colmap_w2c_to_apr(raw.poses_raw, A)
+        out = frames.colmap_w2c_to_apr(raw.poses_raw, A)
     else:
-        out = poses.opencv_c2w_to_apr(raw.poses_raw, A)
+        out = frames.opencv_c2w_to_apr(raw.poses_raw, A)
     try:
         return poses.check_poses(out, raw.pose_source)
     except poses.PoseFileError as e:
@@ -273,14 +275,13 @@ def load_scene(args: argparse.Namespace, preload: bool | None = None) -> SceneDa
         preload: decode every image now (default: Cambridge only, as the original); otherwise
             images are decoded on first use and cached (``--cache_images``).
 
-    With ``args.save_pose_avg_stats`` the original recipe file is written and the process exits
-    (``SystemExit(0)``), as the original scripts do. Raises :class:`DatasetError` on bad input.
+    ``--save_pose_avg_stats`` is a separate job (:func:`save_pose_avg_stats`, run by ``run_nefes.py``, which
+    exits after it as the original did): with that flag set this raises :class:`ConfigError`.
+    Raises :class:`DatasetError` on bad input.
     """
     dtype, datadir = _check_args(args)
     if _arg(args, "save_pose_avg_stats", False):
-        save_pose_avg_stats(args)
-        _logger.info("exiting after --save_pose_avg_stats, as the original")
-        raise SystemExit(0)
+        raise ConfigError("save_pose_avg_stats writes the pose statistics and exits: run it with run_nefes.py")
 
     raw_train, raw_test = read_raw_splits(args)
     prov = {"poses": raw_train.pose_source}

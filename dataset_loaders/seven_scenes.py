@@ -20,10 +20,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from core import frames
 from dataset_loaders import DatasetError, RawSplit
-from models import geometry
 
 _logger = logging.getLogger(__name__)
 
@@ -150,12 +149,6 @@ def read_colmap_list(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def colmap_qt_to_w2c(qt: np.ndarray) -> np.ndarray:
-    """(N, 7) [qw qx qy qz tx ty tz] -> (N, 3, 4) world-to-camera [R | t]."""
-    R = geometry.quat_to_rotmat(torch.as_tensor(qt[:, :4], dtype=torch.float64)).numpy()
-    return np.concatenate([R, qt[:, 4:7, None]], axis=2)
-
-
 def read_split(datadir: Path, split: str, skip: int, colmap: bool) -> RawSplit:
     """Read one split of a 7-Scenes scene (no image is decoded).
 
@@ -179,7 +172,7 @@ def read_split(datadir: Path, split: str, skip: int, colmap: bool) -> RawSplit:
             raise DatasetError(f"{list_path}: no entry for {missing[0]} ({len(missing)} of the {len(names)} "
                                f"{split} images are missing)")
         rows = np.stack([table[n] for n in names])
-        poses = colmap_qt_to_w2c(rows[:, :7])
+        poses = frames.colmap_to_w2c(rows[:, :4], rows[:, 4:7])
         return RawSplit(split, image_paths, names, poses, "w2c_colmap", f"COLMAP list {list_path}", gt_idx,
                         depth_paths=depth_paths, focal_list=float(rows[0, 7]))
     pose_paths = [image_root / (s + ".pose.txt") for s in stems]

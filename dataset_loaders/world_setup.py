@@ -3,7 +3,7 @@
 Two files live in ``datadir`` next to the data:
 
 * ``pose_avg_stats.txt`` (``pose_avg_stats_colmap.txt`` for ``7Scenes_colmap``): the matrix A that
-  centres the world before the APR frame is formed (``poses.py``).
+  centres the world before the APR frame is formed (``core/frames.py``).
 * ``world_setup.json``: near/far and the APR -> NeRF translation map (s1, v, s2).
 
 Rules
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import frames
 from dataset_loaders import DatasetError, RawSplit, poses
 from dataset_loaders.images import read_depth_mm
 from utils.atomic import atomic_write_text
@@ -72,16 +73,16 @@ def recipe_pose_avg(raw_train: RawSplit) -> np.ndarray:
     For 7-Scenes dSLAM and Cambridge those are OpenCV c2w; for COLMAP they are the raw **w2c**
     matrices (how the shipped ``pose_avg_stats_colmap.txt`` files were made, spec §1.5).
     """
-    return poses.average_poses(raw_train.poses_raw)
+    return frames.average_poses(raw_train.poses_raw)
 
 
 def auto_pose_avg(raw_train: RawSplit) -> np.ndarray:
     """A for scenes without a file: average of the training c2w poses in the dataset's world."""
     if raw_train.pose_kind == "w2c_colmap":
-        c2w = poses.colmap_w2c_to_apr(raw_train.poses_raw, IDENTITY_34)  # (M·Q)⁻¹, COLMAP world
+        c2w = frames.colmap_w2c_to_apr(raw_train.poses_raw, IDENTITY_34)  # (M·Q)⁻¹, COLMAP world
     else:
         c2w = raw_train.poses_raw
-    return poses.average_poses(c2w)
+    return frames.average_poses(c2w)
 
 
 def _format_matrix(A: np.ndarray) -> str:
@@ -171,7 +172,7 @@ def far_from_cameras(c2w_apr: np.ndarray) -> tuple[float, str]:
     return CAMERA_SPREAD_FACTOR * spread, f"{CAMERA_SPREAD_FACTOR} × camera spread ({spread:.3f} m; no depth maps)"
 
 
-def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None) -> tuple[poses.WorldSetup, str]:
+def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None) -> tuple[frames.WorldSetup, str]:
     """Near/far and the APR -> NeRF map for a scene without ``world_setup.json``.
 
     Args:
@@ -191,7 +192,7 @@ def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None =
         target = centre
         where = "camera centroid (viewing directions too spread)"
     s1, s2 = 1.0, NERF_FAR / far_m
-    ws = poses.WorldSetup(near=0.0, far=NERF_FAR, pose_scale=s1, pose_scale2=s2,
+    ws = frames.WorldSetup(near=0.0, far=NERF_FAR, pose_scale=s1, pose_scale2=s2,
                           move_all_cam_vec=[round(float(x), 9) + 0.0 for x in -s1 * target])  # no "-0.0"/1e-17 noise
     ws.validate("auto world setup")
     desc = (f"auto: far_m = {far_m:.3f} m = {why}; near 0, far {NERF_FAR:g} NeRF units, s1 = 1, s2 = {s2:.6g}, "
@@ -200,13 +201,13 @@ def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None =
 
 
 def resolve_world_setup(datadir: Path, c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None,
-                        write: bool = True, meta_dir: Path | None = None) -> tuple[poses.WorldSetup, str]:
+                        write: bool = True, meta_dir: Path | None = None) -> tuple[frames.WorldSetup, str]:
     """-> (WorldSetup, provenance). Reads ``world_setup.json`` (datadir, then meta_dir) if present, else
     computes and writes it."""
     path = _meta_path(datadir, meta_dir, WORLD_SETUP_FILE)
     if path.is_file():
         try:
-            return poses.WorldSetup.from_json(path), f"read from {path}"
+            return frames.WorldSetup.from_json(path), f"read from {path}"
         except poses.PoseFileError as e:
             raise DatasetError(str(e)) from None
     ws, desc = auto_world_setup(c2w_apr_train, depth_paths)

@@ -38,7 +38,7 @@ Training an APR for this pipeline
 Train it on the poses the project's loaders return (``dataset_loaders.load_scene(args)``:
 ``scene.train[i]["pose"]`` is the APR-frame c2w, ``scene.train[i]["img"]`` the image in [0, 1]) so it
 regresses in the same frame NeFeS and the metrics use; poses from another convention (e.g. raw
-dataset frames or quaternions in OpenCV axes) must be converted with ``dataset_loaders.poses`` first.
+dataset frames or quaternions in OpenCV axes) must be converted with ``core.frames`` first.
 ``train_dfnet.py`` does this for DFNet.
 """
 from __future__ import annotations
@@ -54,16 +54,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.dfnet import DFNet, DFNetCheckpointError, IMAGENET_MEAN, IMAGENET_STD, load_dfnet, read_checkpoint
+from core.errors import APRError
+from models.dfnet import (DFNet, DFNetCheckpointError, IMAGENET_MEAN, IMAGENET_STD, frozen_dfnet, load_dfnet,
+                          read_checkpoint, unwrap_state_dict)
 
 _logger = logging.getLogger(__name__)
 
 #: name -> builder(args, device) -> nn.Module (see the module docstring).
 APR_REGISTRY: dict[str, Callable[[argparse.Namespace, torch.device], nn.Module]] = {}
-
-
-class APRError(ValueError):
-    """Unknown APR type, missing or unusable APR / feature-extractor checkpoint."""
 
 
 def register_apr(name: str):
@@ -140,15 +138,9 @@ class APR(nn.Module):
 def load_state_dict_file(path: str | Path) -> dict:
     """A state dict from ``path``: a bare state dict or a dict holding ``model_state_dict``."""
     try:
-        obj = read_checkpoint(path)
+        return unwrap_state_dict(read_checkpoint(path), path)[0]
     except DFNetCheckpointError as e:
         raise APRError(str(e)) from None
-    sd = obj.get("model_state_dict", obj) if isinstance(obj, dict) else obj
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise APRError(f"{path}: not a state dict")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
 
 
 def _checkpoint_path(args, key: str, what: str) -> str | None:
@@ -242,13 +234,9 @@ def load_feature_net(args, device) -> DFNet:
         key = "pretrain_model_path"
     path = _checkpoint_path(args, key, "feature extractor (DFNet)")
     try:
-        net = DFNet(width=getattr(args, "dfnet_width", 1.0)).to(device) if path is None else load_dfnet(path, device)
+        return frozen_dfnet(path, device, width=getattr(args, "dfnet_width", 1.0), seed=getattr(args, "seed", 0))
     except DFNetCheckpointError as e:
         raise APRError(str(e)) from None
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
 
 
 def load_APR_and_FeatureNet(args, device) -> tuple[APR, DFNet]:

@@ -5,7 +5,7 @@ camera-to-world pose ``[R | t]`` in the APR frame, metres, written by ``np.savet
 format. Errors are computed as the original ``compute_pose_error_SE3`` (spec §6.1):
 
 * translation error: Euclidean distance of the translation columns (metres);
-* rotation error: angle of SO3proj(R_pred · R_gtᵀ) in degrees (``models.geometry.rotation_error_deg``;
+* rotation error: angle of SO3proj(R_pred · R_gtᵀ) in degrees (``core.geometry.rotation_error_deg``;
   the SVD projection is what cv2.Rodrigues does and matters for the ~1e-3-orthonormal refined files).
 
 The original eval casts both pose arrays to float32 before scoring; ``cast_float32=True`` repeats
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset_loaders.poses import PoseFileError
-from models import geometry
+from core import geometry
+from core.errors import PoseFileError
 
 _logger = logging.getLogger(__name__)
 

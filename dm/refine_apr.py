@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dataset_loaders import poses
+from core import defaults, frames, geometry
 from dm.refine_loss import (UpsampledCosineLoss, bicubic_resize, check_crop, crop_border,  # noqa: F401
                             refinement_loss)
-from models import geometry
 from models.losses import psnr, ssim
 from models.renderer import render_image
 
@@ -33,17 +32,17 @@ class RenderCamera:
     focal: float            # at the render size
     near: float
     far: float
-    world_setup: poses.WorldSetup
+    world_setup: frames.WorldSetup
     N_samples: int = 64
     N_importance: int = 64
     transient: bool = True  # transient_at_test
-    chunk: int = 1024 * 32
-    netchunk: int = 1024 * 64 * 32
+    chunk: int = defaults.CHUNK
+    netchunk: int = defaults.NETCHUNK
 
     def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
         """Render colour, features and fused features at APR-frame pose(s) (3, 4) or (B, 3, 4) with
         histogram(s) (10,) or (B, 10), differentiably; every image is fused with its own statistics."""
-        c2w_nerf = poses.apr_to_nerf(c2w_apr, self.world_setup)
+        c2w_nerf = frames.apr_to_nerf(c2w_apr, self.world_setup)
         return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=True,
                             N_samples=self.N_samples, N_importance=self.N_importance, transient=self.transient,
                             per_image_stats=True, chunk=self.chunk, netchunk=self.netchunk)
@@ -53,7 +52,7 @@ class RenderCamera:
 class APRRefineSettings:
     opt_iter: int = 50
     learning_rate: float = 1e-5
-    svd_reg: bool = True
+    svd_reg: bool = defaults.SVD_REG
     per_pixel: bool = False
     crop: int = 10                  # pixels dropped on every border (working resolution)
     verification: bool = True       # not no_verification_step

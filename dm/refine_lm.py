@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dm.refine_loss import FeatureResidual, check_crop
-from models import geometry
+from core import geometry
 
 
 @dataclass

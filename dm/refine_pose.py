@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models import geometry
+from core import geometry
 from models.losses import feature_cosine_loss
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import DFNetCheckpointError
 from utils.atomic import atomic_torch_save
 
 _logger = logging.getLogger(__name__)
@@ -56,10 +57,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: torchvision's ImageNet VGG16 file name inside ``torch.hub.get_dir()/checkpoints``.
 VGG16_IMAGENET_FILE = "vgg16-397923af.pth"
-
-
-class DFNetCheckpointError(ValueError):
-    """A DFNet checkpoint is missing, unreadable, or does not match the architecture."""
 
 
 def scaled_channels(c: int, width: float) -> int:
@@ -326,15 +323,20 @@ def infer_width(state_dict: dict) -> float:
     return ratio
 
 
-def _unwrap_state_dict(obj, path) -> tuple[dict, dict]:
-    """A bare state dict (original ``.pt``) or our dict with ``model_state_dict`` + metadata."""
+def unwrap_state_dict(obj, path) -> tuple[dict, dict]:
+    """(state dict, metadata) of a loaded checkpoint: a bare state dict (original ``.pt``) or our dict with
+    ``model_state_dict`` + metadata. Keys saved from ``nn.DataParallel`` lose their ``module.`` prefix here.
+
+    Raises:
+        DFNetCheckpointError: ``obj`` holds no (non-empty) state dict.
+    """
     if isinstance(obj, dict) and "model_state_dict" in obj:
         meta = {k: v for k, v in obj.items() if k not in ("model_state_dict", "optimizer_state_dict")}
         sd = obj["model_state_dict"]
     else:
         sd, meta = obj, {}
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        raise DFNetCheckpointError(f"{path}: not a DFNet state dict (expected tensors keyed by parameter name)")
+        raise DFNetCheckpointError(f"{path}: not a state dict (expected tensors keyed by parameter name)")
     # Checkpoints saved from nn.DataParallel prefix every key with 'module.'.
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
@@ -362,7 +364,7 @@ def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None
     Raises:
         DFNetCheckpointError: missing/corrupt file, or keys/shapes that do not match a DFNet (one line).
     """
-    sd, meta = _unwrap_state_dict(read_checkpoint(path), path)
+    sd, meta = unwrap_state_dict(read_checkpoint(path), path)
     try:
         inferred = infer_width(sd)
     except KeyError as e:
@@ -382,6 +384,25 @@ def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None
     net.checkpoint_meta = meta
     _logger.info("loaded DFNet (width %g) from %s", inferred, path)
     return net.to(device).eval()
+
+
+def frozen_dfnet(path: str | os.PathLike | None, device="cpu", width: float = 1.0, seed: int = 0) -> DFNet:
+    """The DFNet feature extractor: eval mode, every parameter frozen, on ``device``.
+
+    Loaded from the checkpoint ``path`` (:func:`load_dfnet`); without one (tests, demos) a random DFNet of
+    ``width`` initialised from ``seed``, with the caller's RNG left untouched, so that a rerun (resume)
+    computes the same feature targets.
+    """
+    if path:
+        net = load_dfnet(path, device)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = DFNet(width=width).to(device)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
 
 
 def _key_diff(expected: dict, got: dict) -> tuple[list[str], list[str]]:

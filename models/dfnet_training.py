@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import geometry
+from core import geometry
 from models.dfnet import DFNet, read_checkpoint, save_dfnet
 from utils.atomic import atomic_torch_save
 

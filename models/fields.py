@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encodings import FrequencyEncoding, SphericalHarmonics
-from models.hashgrid import HashGridEncoding
+from core.defaults import HASHGRID
+from models.encodings import get_encoder
 
 _logger = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ class NeFeSMLPField(_FieldBase):
         super().__init__()
         self.has_transient, self.feat_dim = bool(transient), int(feat_dim)
         self.netdepth, self.netwidth, self.skips = int(netdepth), int(netwidth), tuple(skips)
-        self.embed_xyz = FrequencyEncoding(multires)
-        self.embed_dir = FrequencyEncoding(multires_views)
-        cx, cd, W = self.embed_xyz.n_output_dims, self.embed_dir.n_output_dims, self.netwidth
+        self.embed_xyz, cx = get_encoder("frequency", n_freqs=multires)
+        self.embed_dir, cd = get_encoder("frequency", n_freqs=multires_views)
+        W = self.netwidth
         for i in range(self.netdepth):
             n_in = cx if i == 0 else (W + cx if i in self.skips else W)
             setattr(self, f"xyz_encoding_{i + 1}", nn.Sequential(nn.Linear(n_in, W), nn.ReLU()))
@@ -154,9 +154,11 @@ class HashGridField(_FieldBase):
         density_bias: added to the raw density before ``exp`` (negative: start nearly empty).
     """
 
-    def __init__(self, scene_box: torch.Tensor, transient: bool, hash_level: int = 16, hash_features: int = 2,
-                 log2_hashmap_size: int = 19, base_resolution: int = 16, finest_resolution: int = 2048,
-                 hidden: int = 64, geo_dim: int = 15, feat_dim: int = FEAT_DIM, use_tcnn: str = "auto",
+    def __init__(self, scene_box: torch.Tensor, transient: bool, hash_level: int = HASHGRID["hash_level"],
+                 hash_features: int = HASHGRID["hash_features"], log2_hashmap_size: int = HASHGRID["log2_hashmap_size"],
+                 base_resolution: int = HASHGRID["base_resolution"],
+                 finest_resolution: int = HASHGRID["finest_resolution"], hidden: int = HASHGRID["hg_hidden"],
+                 geo_dim: int = HASHGRID["hg_geo_dim"], feat_dim: int = FEAT_DIM, use_tcnn: str = "auto",
                  density_bias: float = -1.0):
         super().__init__()
         self.has_transient, self.feat_dim = bool(transient), int(feat_dim)
@@ -165,11 +167,10 @@ class HashGridField(_FieldBase):
         if not bool((box[1] > box[0]).all()):
             raise ValueError(f"HashGridField: scene_box max must exceed min on every axis, got {box.tolist()}")
         self.register_buffer("scene_box", box)
-        self.encoding = HashGridEncoding(n_levels=hash_level, n_features_per_level=hash_features,
-                                         log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
-                                         finest_resolution=finest_resolution, use_tcnn=use_tcnn)
-        self.dir_enc = SphericalHarmonics(4)
-        n_enc, n_dir = int(self.encoding.n_output_dims), self.dir_enc.n_output_dims
+        self.encoding, n_enc = get_encoder("hashgrid", n_levels=hash_level, n_features_per_level=hash_features,
+                                           log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
+                                           finest_resolution=finest_resolution, use_tcnn=use_tcnn)
+        self.dir_enc, n_dir = get_encoder("sh", degree=4)
         self.geo_dim = int(geo_dim)
         self.sigma_net = nn.Sequential(nn.Linear(n_enc, hidden), nn.ReLU(), nn.Linear(hidden, 1 + self.geo_dim))
         self.color_net = nn.Sequential(nn.Linear(self.geo_dim + n_dir, hidden), nn.ReLU(),

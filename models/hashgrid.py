@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from core.defaults import HASHGRID
 from models import hashgrid_cpu
 
 _logger = logging.getLogger(__name__)
@@ -337,15 +338,24 @@ def _reset_pool() -> None:  # a forked child does not inherit the worker threads
 os.register_at_fork(after_in_child=_reset_pool)
 
 
+def _worker_pool(n: int) -> ThreadPoolExecutor:
+    """The module's one thread pool with at least ``n`` workers; a smaller one is shut down when replaced."""
+    global _pool, _pool_size
+    if _pool_size < n:
+        old = _pool
+        _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="hashgrid"), n
+        if old is not None:
+            old.shutdown(wait=True)   # idle: _run_parallel waits for all its jobs before returning
+    return _pool
+
+
 def _run_parallel(jobs) -> None:
     """Run callables on worker threads (the first on this one); they must touch disjoint memory."""
-    global _pool, _pool_size
     if len(jobs) == 1:
         jobs[0]()
         return
-    if _pool_size < len(jobs) - 1:
-        _pool, _pool_size = ThreadPoolExecutor(len(jobs) - 1, thread_name_prefix="hashgrid"), len(jobs) - 1
-    futures = [_pool.submit(job) for job in jobs[1:]]
+    pool = _worker_pool(len(jobs) - 1)
+    futures = [pool.submit(job) for job in jobs[1:]]
     jobs[0]()
     for f in futures:
         f.result()
@@ -522,8 +532,9 @@ class HashGridEncoding(nn.Module):
     outside points are clamped.
     """
 
-    def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 19,
-                 base_resolution: int = 16, per_level_scale: float | None = None,
+    def __init__(self, n_levels: int = HASHGRID["hash_level"], n_features_per_level: int = HASHGRID["hash_features"],
+                 log2_hashmap_size: int = HASHGRID["log2_hashmap_size"],
+                 base_resolution: int = HASHGRID["base_resolution"], per_level_scale: float | None = None,
                  finest_resolution: float | None = None, init_scale: float = 1e-4, use_tcnn: str = "auto"):
         super().__init__()
         if use_tcnn not in _USE_TCNN_CHOICES:

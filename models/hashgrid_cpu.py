@@ -10,6 +10,7 @@ Set ``NEFES_CPU_KERNEL=0`` to never use it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -46,17 +47,31 @@ def error() -> str | None:
     return _state["error"]
 
 
+@contextlib.contextmanager
+def _venv_bin_on_path():
+    """``PATH`` with the interpreter's ``bin`` folder first (ninja from requirements.txt, even when the
+    virtual environment is not activated) for the duration of the build; restored afterwards."""
+    bindir = os.path.dirname(sys.executable)
+    before = os.environ.get("PATH")
+    if bindir not in (before or "").split(os.pathsep):
+        os.environ["PATH"] = bindir + (os.pathsep + before if before else "")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PATH", None)
+        else:
+            os.environ["PATH"] = before
+
+
 def _build():
     from torch.utils import cpp_extension
-    # ninja from the virtual environment (requirements.txt) even when it is not activated
-    bindir = os.path.dirname(sys.executable)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     t0 = time.perf_counter()
     _logger.info("loading the fused CPU hash-grid kernel (the first time on a machine it compiles, ~30 s)")
     # -ffp-contract=off: separate multiply and add, like the pure path's tensor ops
-    module = cpp_extension.load(name="nefes_hashgrid_cpu", sources=[str(SOURCE)],
-                                extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
+    with _venv_bin_on_path():
+        module = cpp_extension.load(name="nefes_hashgrid_cpu", sources=[str(SOURCE)],
+                                    extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
     seconds = time.perf_counter() - t0
     _logger.log(logging.INFO if seconds > 5 else logging.DEBUG, "fused CPU hash-grid kernel ready (%.1f s)", seconds)
     return module

@@ -3,7 +3,7 @@
 * :func:`nerfw_color_loss` -- NeRF-W colour loss of NeFeS training (coarse raw MSE, beta-weighted
   fine ACT colour, log beta, transient density sparsity);
 * :func:`l1_feature_loss` -- L1 feature / fusion loss (optionally restricted to static pixels);
-* :func:`feature_cosine_loss` / :class:`FeatureLoss` -- the refinement loss, 1 - mean cosine
+* :func:`feature_cosine_loss` -- the refinement loss (the original's ``FeatureLoss``), 1 - mean cosine
   similarity per channel (over pixels) or per pixel (over channels);
 * :func:`psnr`, :func:`ssim` -- the verification metrics (SSIM: 7x7 box filter, reflection padding).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def nerfw_color_loss(rgb: torch.Tensor, target: torch.Tensor, beta: torch.Tensor,
@@ -68,17 +67,6 @@ def feature_cosine_loss(pred: torch.Tensor, target: torch.Tensor, per_pixel: boo
     b = target.flatten(2)
     cos = F.cosine_similarity(a, b, dim=1 if per_pixel else 2, eps=eps)
     return 1.0 - cos.mean()
-
-
-class FeatureLoss(nn.Module):
-    """Module form of :func:`feature_cosine_loss` (the original's ``FeatureLoss(per_pixel)``)."""
-
-    def __init__(self, per_pixel: bool = False):
-        super().__init__()
-        self.per_pixel = bool(per_pixel)
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return feature_cosine_loss(pred, target, self.per_pixel)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

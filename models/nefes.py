@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.defaults import HASHGRID
+from core.errors import NeFeSCheckpointError
 from models.appearance import AffineColorTransform
 from models.fields import FEAT_DIM, HashGridField, NeFeSMLPField
 from models.fusion import FusionNet
@@ -36,16 +38,8 @@ FUSION_PREFIX = "fusion_net."
 PAPER_HPARAMS = dict(field_type="nefes_mlp", netdepth=8, netwidth=128, multires=10, multires_views=4,
                      skips=[4], use_fusion_res=False, no_fusion_BN=False, feat_dim=FEAT_DIM)
 
-HASHGRID_KEYS = ("hash_level", "hash_features", "log2_hashmap_size", "base_resolution", "finest_resolution",
-                 "hg_hidden", "hg_geo_dim", "hg_coarse_level", "hg_coarse_log2_hashmap_size",
-                 "hg_coarse_finest_resolution", "hg_coarse_hidden")
-HASHGRID_DEFAULTS = dict(hash_level=16, hash_features=2, log2_hashmap_size=19, base_resolution=16,
-                         finest_resolution=2048, hg_hidden=64, hg_geo_dim=15, hg_coarse_level=2,
-                         hg_coarse_log2_hashmap_size=16, hg_coarse_finest_resolution=64, hg_coarse_hidden=32)
-
-
-class NeFeSCheckpointError(ValueError):
-    """A NeFeS checkpoint is missing, unreadable or does not match the model (one-line message)."""
+#: hash-grid architecture keys (config keys and ``hparams`` entries); defaults in ``core/defaults.py``
+HASHGRID_KEYS = tuple(HASHGRID)
 
 
 class NeFeS(nn.Module):
@@ -100,7 +94,7 @@ def hparams_from_args(args) -> dict:
         hp.update(netdepth=args.netdepth, netwidth=args.netwidth, multires=args.multires,
                   multires_views=args.multires_views, skips=[4])
     elif ft == "hashgrid":
-        hp.update({k: getattr(args, k, HASHGRID_DEFAULTS[k]) for k in HASHGRID_KEYS})
+        hp.update({k: getattr(args, k, HASHGRID[k]) for k in HASHGRID_KEYS})
         hp["fine_only"] = bool(getattr(args, "hg_fine_only", True))
     else:
         raise ValueError(f"unknown field_type '{ft}' (expected hashgrid or nefes_mlp)")
@@ -124,7 +118,7 @@ def build_from_hparams(hparams: dict, scene_box=None, use_tcnn: str = "auto", se
     elif ft == "hashgrid":
         if scene_box is None:
             raise ValueError("field_type=hashgrid needs a scene box (2,3): NeRF-frame camera positions +- far")
-        hp = {**HASHGRID_DEFAULTS, **hparams}
+        hp = {**HASHGRID, **hparams}
         common = dict(scene_box=scene_box, hash_features=int(hp["hash_features"]),
                       base_resolution=int(hp["base_resolution"]), geo_dim=int(hp["hg_geo_dim"]),
                       feat_dim=feat_dim, use_tcnn=use_tcnn)
@@ -147,19 +141,18 @@ def build_from_hparams(hparams: dict, scene_box=None, use_tcnn: str = "auto", se
     return NeFeS(coarse, fine, AffineColorTransform(), fusion, ft, hparams, scene_box)
 
 
-def build_nefes(args, scene_box=None) -> NeFeS:
-    """Build a new NeFeS from the config (``field_type``, architecture keys); on ``args.device``."""
-    from config.options import get_device
+def build_nefes(args, scene_box=None, device="cpu") -> NeFeS:
+    """Build a new NeFeS from the config's architecture keys (``field_type``, ...) on ``device``."""
     model = build_from_hparams(hparams_from_args(args), scene_box, use_tcnn=getattr(args, "use_tcnn", "auto"))
-    return model.to(get_device(getattr(args, "device", "auto")))
+    return model.to(device)
 
 
 # ----------------------------------------------------------------------------------------------
 # save / load
 # ----------------------------------------------------------------------------------------------
-def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Optimizer | None = None, **extra) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``)."""
-    ckpt = {
+def checkpoint_dict(model: NeFeS, global_step: int, optimizer: torch.optim.Optimizer | None = None, **extra) -> dict:
+    """The checkpoint :func:`save_nefes` writes (tensors shared with the model and optimizer, not copied)."""
+    return {
         "global_step": int(global_step),
         "network_fn_state_dict": model.network_fn_state_dict(),
         "network_fine_state_dict": model.fine.state_dict(),
@@ -169,7 +162,11 @@ def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Opti
         "hparams": dict(model.hparams),
         **extra,
     }
-    atomic_torch_save(ckpt, path)
+
+
+def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Optimizer | None = None, **extra) -> None:
+    """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``)."""
+    atomic_torch_save(checkpoint_dict(model, global_step, optimizer, **extra), path)
 
 
 def _read(path: Path) -> dict:
@@ -246,13 +243,14 @@ def _load_part(module: nn.Module, state: dict, name: str, path: Path, strict: bo
     module.load_state_dict(state, strict=False)
 
 
-def load_nefes(path, device=None, args=None, strict: bool = True):
+def load_nefes(path, device="cpu", args=None, strict: bool = True):
     """Load a NeFeS checkpoint (ours or an original ``nefes.tar``).
 
     Args:
         path: checkpoint file.
-        device: target device (default: ``config.options.get_device(args.device)`` or cpu).
-        args: optional config namespace: ``use_tcnn`` and, for an original checkpoint, ``use_fusion_res``.
+        device: target device.
+        args: optional config namespace: ``use_tcnn``, ``field_type`` (a mismatch is logged) and, for an
+            original checkpoint, ``use_fusion_res``.
         strict: missing/unexpected keys are an error (else a warning).
     Returns:
         ``(model, ckpt)``: the :class:`NeFeS` (on ``device``) and the raw checkpoint dict
@@ -292,7 +290,4 @@ def load_nefes(path, device=None, args=None, strict: bool = True):
     _load_part(model.act, act_sd, "network_fn_state_dict (exposure_embedding)", path, strict)
     _load_part(model.fusion, fusion_sd, "network_fn_state_dict (fusion_net)", path, strict)
     _load_part(model.fine, fine_state, "network_fine_state_dict", path, strict)
-    if device is None:
-        from config.options import get_device
-        device = get_device(getattr(args, "device", "auto")) if args is not None else torch.device("cpu")
     return model.to(device), ckpt

@@ -26,6 +26,7 @@ import logging
 
 import torch
 
+from core.defaults import CHUNK, NETCHUNK
 from models.rays import get_rays, patch_pixels, pixel_grid, view_dirs
 from models.samplers import coarse_depths, sample_pdf
 
@@ -178,8 +179,8 @@ def _noise(like: torch.Tensor, std: float, generator) -> torch.Tensor:
 
 def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, far: float,
                 N_samples: int = 64, N_importance: int = 64, perturb: bool = False, transient: bool = True,
-                with_feat: bool = True, need_coarse: bool = False, chunk: int = 1024 * 32,
-                netchunk: int = 1024 * 64 * 32, generator: torch.Generator | None = None,
+                with_feat: bool = True, need_coarse: bool = False, chunk: int = CHUNK,
+                netchunk: int = NETCHUNK, generator: torch.Generator | None = None,
                 raw_noise_std: float = 0.0, lindisp: bool = False, linear_heads: bool = True,
                 fine_only: bool | None = None) -> dict:
     """Render a batch of rays with a :class:`models.nefes.NeFeS`.

@@ -3,7 +3,7 @@
 A *run* trains one config: ``new_schedule=1`` is stage 1 (colour only), ``new_schedule=2`` is
 stages 2+3 (colour + feature on random rays, then colour + feature + fusion on patches) started
 from the stage-1 weights (``ft_path``). Faithful to the original, including its quirks (documented
-in the README; ``--stage1_color_only`` and ``--per_image_patches`` switch two of them off):
+in docs/differences.md; ``--stage1_color_only`` and ``--per_image_patches`` switch two of them off):
 
 * the epoch loop runs ``epochs + 1`` times and the LR depends on the epoch counter only;
 * a stage-1 run's last epoch (``epochs``) already adds 0.04·L_feat;
@@ -12,9 +12,18 @@ in the README; ``--stage1_color_only`` and ``--per_image_patches`` switch two of
 
 Fixed on purpose: an interrupted run resumes from its *own* last checkpoint (weights, Adam state,
 RNG) — the original always reloaded ``ft_path``, so an interrupted stage-2 run silently restarted.
+
+Checkpoints and interrupts: ``NNNNNN.tar`` is the state at the end of epoch NNNNNN, written every
+``i_weights`` epochs and after the last one. Ctrl-C / SIGTERM never writes a half-finished epoch: the
+updates of the interrupted epoch are dropped and the state at the end of the last *completed* epoch
+(kept in memory) goes to ``interrupted.tar`` — separate, so no regular checkpoint is ever overwritten.
+A rerun resumes from ``interrupted.tar`` when it holds a later epoch than the last ``NNNNNN.tar``
+(and from that checkpoint otherwise), repeats the interrupted epoch, and ends bit-identical to an
+uninterrupted run. The next regular checkpoint deletes ``interrupted.tar``.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -26,15 +35,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dataset_loaders import poses
+from core import frames
+from core.errors import TrainingError
 from models import losses
 from models.feature_vis import pca_image
-from models.nefes import NeFeS, build_nefes, load_nefes, save_nefes
+from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_nefes
+from utils.atomic import atomic_torch_save
 from models.rays import patch_pixels
 from models.renderer import render_image, render_pixels
 
 _logger = logging.getLogger(__name__)
 
+INTERRUPTED = "interrupted.tar"
 FEATURE_WEIGHT = {"feature": 0.04, "fusion": 0.02}
 FUSION_WEIGHT = 0.02
 PATCH_SIZE, N_PATCHES = 16, 7
@@ -105,7 +117,7 @@ def build_targets(split, scene, tinyscale: float, featnet=None, device="cpu", ba
             f = featnet.extract_features(images[i:i + batch].to(device), (h, w))   # (b, 128, h, w)
             chunks.append(f.permute(0, 2, 3, 1).to("cpu", torch.float16))
         feat = torch.cat(chunks).to(device)
-    c2w = torch.as_tensor(poses.apr_to_nerf(split.poses, scene.world_setup), dtype=torch.float32)
+    c2w = torch.as_tensor(frames.apr_to_nerf(split.poses, scene.world_setup), dtype=torch.float32)
     mask = None if getattr(split, "masks", None) is None else torch.as_tensor(split.masks, dtype=torch.bool)
     return Targets(c2w.to(device), split.hists.float().to(device), rgb.permute(0, 2, 3, 1).contiguous().to(device),
                    feat, None if mask is None else mask.to(device), h, w, focal,
@@ -200,9 +212,19 @@ def training_step(model: NeFeS, t: Targets, idx: torch.Tensor, phase: str, args,
 # checkpoints and resume
 # ----------------------------------------------------------------------------------------------
 def latest_checkpoint(expdir: Path) -> Path | None:
-    """The last ``NNNNNN.tar`` in ``expdir`` (by name, as the original), or None."""
+    """The last ``NNNNNN.tar`` in ``expdir`` (by name, as the original), or None. Ignores ``interrupted.tar``."""
     ckpts = sorted(p for p in Path(expdir).glob("*.tar") if p.stem.isdigit())
     return ckpts[-1] if ckpts else None
+
+
+def resume_checkpoint(expdir: Path) -> Path | None:
+    """What a rerun resumes from: ``interrupted.tar`` when it holds a later epoch than the last
+    ``NNNNNN.tar``, else that checkpoint (None when there is neither)."""
+    regular, interrupted = latest_checkpoint(expdir), Path(expdir) / INTERRUPTED
+    if not interrupted.is_file():
+        return regular
+    step = int(torch.load(interrupted, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    return interrupted if regular is None or step > int(regular.stem) else regular
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -230,12 +252,12 @@ def start_or_resume(args, scene, device, expdir: Path, gen: torch.Generator):
     Order: own last checkpoint (resume exactly: weights, Adam, RNG, epoch) unless ``no_reload``;
     else ``ft_path`` (weights only, counter 0, fresh Adam: the stage-2 start); else a new model.
     """
-    own = None if args.no_reload else latest_checkpoint(expdir)
+    own = None if args.no_reload else resume_checkpoint(expdir)
     if own is not None:
         model, ckpt = load_nefes(own, device, args)
         if ckpt.get("new_schedule", args.new_schedule) != args.new_schedule:
-            raise SystemExit(f"error: {own} was written by a new_schedule={ckpt.get('new_schedule')} run; "
-                             f"use another expname or --no_reload")
+            raise TrainingError(f"{own} was written by a new_schedule={ckpt.get('new_schedule')} run; "
+                                f"use another expname or --no_reload")
         opt = make_optimizer(model, args.lrate)
         if ckpt.get("optimizer_state_dict"):
             opt.load_state_dict(ckpt["optimizer_state_dict"])
@@ -246,14 +268,21 @@ def start_or_resume(args, scene, device, expdir: Path, gen: torch.Generator):
         model, _ = load_nefes(args.ft_path, device, args)
         return model, make_optimizer(model, args.lrate), 0, f"weights from {args.ft_path} (counter reset, fresh Adam)"
     box = torch.as_tensor(scene.frustum_bounds("train"), dtype=torch.float32)
-    model = build_nefes(args, scene_box=box).to(device)
+    model = build_nefes(args, scene_box=box, device=device)
     return model, make_optimizer(model, args.lrate), 0, f"new {model.field_type} field"
 
 
 def save_checkpoint(expdir: Path, model: NeFeS, opt, epoch: int, args, gen) -> Path:
+    """``NNNNNN.tar`` at the end of ``epoch``; a stale ``interrupted.tar`` (an earlier epoch) is removed."""
     path = expdir / f"{epoch:06d}.tar"
     save_nefes(path, model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen))
+    (expdir / INTERRUPTED).unlink(missing_ok=True)
     return path
+
+
+def snapshot(model: NeFeS, opt, epoch: int, args, gen) -> dict:
+    """An in-memory copy of the checkpoint at the end of ``epoch`` (what ``interrupted.tar`` receives)."""
+    return copy.deepcopy(checkpoint_dict(model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,13 +341,14 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
                  sched.last_epoch, sched.color_only_until, sched.fusion_from)
     needs_feat = sched.phase(sched.last_epoch) != "color"
     if needs_feat and featnet is None:
-        raise SystemExit("error: feature/fusion training needs a DFNet feature extractor (pretrain_featurenet_path)")
+        raise TrainingError("feature/fusion training needs a DFNet feature extractor (pretrain_featurenet_path)")
     train_t = build_targets(scene.train, scene, args.tinyscale, featnet if needs_feat else None, device)
     val_t = build_targets(scene.test, scene, args.tinyscale, None, device)
     log = _Log(expdir / "train_log.jsonl")
     n = len(train_t.c2w_nerf)
     n_iter = math.ceil(n / args.batch_size)
     result = {}
+    completed = None   # snapshot of the last completed epoch not yet in a regular checkpoint
     epochs = tqdm(range(start, sched.last_epoch + 1), desc="epochs", initial=start, total=sched.last_epoch + 1)
     try:
         for epoch in epochs:
@@ -347,6 +377,9 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
             is_last = epoch == sched.last_epoch
             if (epoch > 0 and epoch % args.i_weights == 0) or is_last:
                 save_checkpoint(expdir, model, opt, epoch, args, gen)
+                completed = None
+            else:
+                completed = snapshot(model, opt, epoch, args, gen)
             if (epoch > 0 and epoch % args.i_testset == 0) or is_last:
                 model.eval()
                 result = render_views(model, val_t, args, expdir / f"val_{epoch:06d}",
@@ -355,10 +388,10 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
                 _logger.info("epoch %d validation: PSNR %.2f dB, SSIM %.3f over %d views", epoch,
                              result["psnr"], result["ssim"], result["n"])
     except KeyboardInterrupt:
-        # Keep what was learnt: the current state (incl. the unfinished epoch's updates) is saved
-        # as the last completed epoch, so a rerun repeats the interrupted epoch and loses nothing.
-        if epoch - 1 >= 0:
-            path = save_checkpoint(expdir, model, opt, epoch - 1, args, gen)
-            _logger.warning("interrupted during epoch %d: state saved to %s; rerun to resume", epoch, path)
+        # The unfinished epoch is dropped; the last completed one goes to interrupted.tar (see the docstring).
+        if completed is not None:
+            path = atomic_torch_save(completed, expdir / INTERRUPTED)
+            _logger.warning("interrupted: state at the end of epoch %d saved to %s; rerun to resume",
+                            completed["global_step"], path)
         raise
     return result

@@ -40,7 +40,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_room(tmp_path_factory) -> Path:
     """A tiny synthetic 7-Scenes-layout room (64x48, 2x10 train + 4 test frames), generated once."""
-    from dataset_loaders.synthetic import generate
+    from data.synthetic import generate
     out = tmp_path_factory.mktemp("synthetic") / "room"
     generate("room", out, seed=0, width=64, height=48, n_train_seq=2, frames_per_seq=10, n_test_seq=1,
              test_frames_per_seq=4, progress=False)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from config import options
-from models import geometry
+from core import geometry
 
 BOTTOM = np.array([[0.0, 0.0, 0.0, 1.0]])
 

@@ -203,3 +203,30 @@ def test_import_torchvision_is_idempotent():
     tv = import_torchvision()
     assert import_torchvision() is tv and hasattr(tv.models, "mobilenet_v2")
     assert hasattr(torch.ops.torchvision, "nms")  # declared (CPU torch) or compiled (matching build)
+
+
+def test_random_feature_extractor_is_seeded_frozen_and_the_same_for_training_and_refinement():
+    """One loader (models.dfnet.frozen_dfnet) for run_nefes.py and load_APR_and_FeatureNet: the same seed
+    gives the same random DFNet, the caller's RNG is untouched, and every weight is frozen."""
+    import run_nefes
+    args = _args("--apr_random_init", "--dfnet_width", "0.125", "--seed", "7")
+    state = torch.get_rng_state()
+    refine_net = dpm.load_feature_net(args, "cpu")
+    train_net = run_nefes.load_feature_extractor(args, "cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+    for (k, a), b in zip(refine_net.state_dict().items(), train_net.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not refine_net.training and not any(p.requires_grad for p in refine_net.parameters())
+    other = dpm.load_feature_net(_args("--apr_random_init", "--dfnet_width", "0.125", "--seed", "8"), "cpu")
+    assert not torch.equal(other.state_dict()["encoder.0.weight"], refine_net.state_dict()["encoder.0.weight"])
+
+
+def test_data_parallel_prefix_is_stripped_for_every_apr_checkpoint(tmp_path):
+    net = nn.Linear(3, 12)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "dp.pt")
+    assert set(dpm.load_state_dict_file(tmp_path / "dp.pt")) == {"weight", "bias"}
+    torch.save({"model_state_dict": net.state_dict(), "epoch": 3}, tmp_path / "ours.pt")
+    assert set(dpm.load_state_dict_file(tmp_path / "ours.pt")) == {"weight", "bias"}
+    torch.save([1, 2], tmp_path / "bad.pt")
+    with pytest.raises(APRError, match="bad.pt: not a state dict"):
+        dpm.load_state_dict_file(tmp_path / "bad.pt")

@@ -84,3 +84,128 @@ def test_device_auto_is_cpu_here_or_cuda():
     import torch
     dev = options.get_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------------------------
+# legacy keys: one mechanism, one warning per key set to a value other than its silent one
+# ----------------------------------------------------------------------------------------------
+def _no_effect(caplog):
+    return [r.message for r in caplog.records if "has no effect" in r.message]
+
+
+def test_legacy_keys_warn_once_and_leave_the_namespace(tmp_path, caplog):
+    cfg = tmp_path / "c.txt"
+    cfg.write_text("num_workers=4\ndfnet=True\nmodel_name=DFM_NFF_APR\nval_batch_size=1\nNeRFW=True\n")
+    with caplog.at_level(logging.WARNING):
+        args = options.parse_args(["--config", str(cfg), "--use_viewdirs", "False", "--feature_matching_lvl", "0", "1"])
+    msgs = _no_effect(caplog)
+    for key in ("num_workers", "NeRFW", "use_viewdirs", "feature_matching_lvl"):
+        assert sum(f"'{key}' is accepted for compatibility with the original configs" in m for m in msgs) == 1, key
+    assert len(msgs) == 4            # dfnet=True, model_name and val_batch_size=1 are the silent values
+    assert not any(hasattr(args, key) for key in options.LEGACY_KEYS)
+
+
+def test_original_configs_trigger_no_legacy_warning(shared_ref, caplog):
+    with caplog.at_level(logging.WARNING):
+        for f in sorted((shared_ref / "config").glob("*/dfnet/*.txt")):
+            options.parse_args(["--config", str(f)])
+    assert not _no_effect(caplog)
+
+
+def test_legacy_keys_are_not_read_anywhere():
+    """A key in LEGACY_KEYS has no effect: no code reads ``args.<key>`` (nor getattr(args, "<key>"))."""
+    import re
+    code = {p: p.read_text() for d in ("core", "config", "models", "dataset_loaders", "dm", "data", "bench")
+            for p in (REPO / d).rglob("*.py")}
+    code.update({p: p.read_text() for p in REPO.glob("*.py")})
+    for key in options.LEGACY_KEYS:
+        pat = re.compile(rf"args\.{key}\b|getattr\(args, \"{key}\"")
+        assert not [str(p) for p, s in code.items() if pat.search(s)], key
+
+
+# ----------------------------------------------------------------------------------------------
+# one home for defaults
+# ----------------------------------------------------------------------------------------------
+def _signature_defaults(fn) -> dict:
+    import inspect
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
+
+
+def test_parser_and_code_share_their_defaults():
+    import dataclasses
+
+    from core import defaults
+    from dm.refine_apr import APRRefineSettings, RenderCamera
+    from dm.refine_pose import PoseRefineSettings
+    from models.dfnet_training import DFNetTrainConfig
+    from models.fields import HashGridField
+    from models.hashgrid import HashGridEncoding
+    from models.nefes import HASHGRID_KEYS, hparams_from_args
+    from models.renderer import render_rays
+
+    args = options.parse_args([])
+    assert {k: getattr(args, k) for k in HASHGRID_KEYS} == defaults.HASHGRID
+    hp = hparams_from_args(args)
+    assert {k: hp[k] for k in HASHGRID_KEYS} == defaults.HASHGRID
+    field = _signature_defaults(HashGridField)
+    assert (field["hash_level"], field["hash_features"], field["log2_hashmap_size"], field["base_resolution"],
+            field["finest_resolution"], field["hidden"], field["geo_dim"]) == tuple(
+        defaults.HASHGRID[k] for k in ("hash_level", "hash_features", "log2_hashmap_size", "base_resolution",
+                                       "finest_resolution", "hg_hidden", "hg_geo_dim"))
+    enc = _signature_defaults(HashGridEncoding)
+    assert (enc["n_levels"], enc["n_features_per_level"], enc["log2_hashmap_size"], enc["base_resolution"]) == tuple(
+        defaults.HASHGRID[k] for k in ("hash_level", "hash_features", "log2_hashmap_size", "base_resolution"))
+    rr = _signature_defaults(render_rays)
+    assert (args.chunk, args.netchunk) == (rr["chunk"], rr["netchunk"]) == (defaults.CHUNK, defaults.NETCHUNK)
+    cam = {f.name: f.default for f in dataclasses.fields(RenderCamera) if f.default is not dataclasses.MISSING}
+    assert (cam["chunk"], cam["netchunk"], cam["N_samples"], cam["N_importance"]) == (
+        args.chunk, args.netchunk, args.N_samples, args.N_importance)
+    apr = APRRefineSettings()
+    assert (apr.opt_iter, apr.learning_rate, apr.svd_reg, apr.per_pixel, apr.crop, apr.verification) == (
+        args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, args.refine_crop, not args.no_verification_step)
+    pose = PoseRefineSettings()
+    assert (pose.opt_iter, pose.lr_r, pose.lr_t, pose.per_pixel) == (args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
+    # DFNet training: the keys it shares with NeFeS / refinement (epochs, learning_rate) have their own defaults
+    cfg, from_args = DFNetTrainConfig(), DFNetTrainConfig.from_args(args)
+    for f in dataclasses.fields(DFNetTrainConfig):
+        if f.name not in ("epochs", "learning_rate"):
+            assert getattr(cfg, f.name) == getattr(from_args, f.name), f.name
+
+
+# ----------------------------------------------------------------------------------------------
+# typed errors; the entry points own the thread count
+# ----------------------------------------------------------------------------------------------
+def test_bad_values_raise_config_errors():
+    import pytest
+
+    from core.errors import ConfigError
+    with pytest.raises(ConfigError, match="hist_bin=5"):
+        options.parse_args(["--hist_bin", "5"])
+    with pytest.raises(ConfigError, match="num_threads=-1"):
+        options.parse_args(["--num_threads", "-1"])
+
+
+def test_parse_args_leaves_the_thread_count_to_the_entry_point():
+    import torch
+    n = torch.get_num_threads()
+    try:
+        args = options.parse_args(["--num_threads", str(n + 1)])
+        assert torch.get_num_threads() == n
+        options.apply_num_threads(args)
+        assert torch.get_num_threads() == n + 1
+    finally:
+        torch.set_num_threads(n)
+
+
+ENTRY_POINTS = ["run_nefes.py", "train_dfnet.py", "test_refinement.py", "eval.py", "-m dataset_loaders.inspect"]
+
+
+def test_entry_points_turn_config_errors_into_one_line_and_exit_2(tmp_path):
+    for entry in ENTRY_POINTS:
+        cmd = [sys.executable, *entry.split(), "--hist_bin", "5", "--datadir", str(tmp_path)]
+        if "inspect" in entry:
+            cmd += ["--out", str(tmp_path / "o")]
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and lines == ["error: hist_bin=5: only 10 bins are supported (the ACT takes 10 inputs)"], \
+            (entry, r.returncode, r.stderr[-1000:])

@@ -1,14 +1,17 @@
 """demo.py: the orchestration runs every real entry point and collects the results (a seconds-long
 smoke run with tiny overrides; the real demo's numbers come from ``python -m bench.demo``)."""
 import json
+import math
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import demo
 from conftest import REPO, TINY_FIELD
+from dm import metrics
 
 SMOKE_NEFES = ["--epochs", "1", "--i_weights", "1", "--i_testset", "5", *TINY_FIELD]
 SMOKE = {
@@ -67,7 +70,7 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
 
 def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     """Cambridge layout (semantic masks present): no verification step, masked NeFeS losses."""
-    from dataset_loaders.synthetic import generate
+    from data.synthetic import generate
     street = tmp_path / "street"
     generate("street", street, seed=5, width=107, height=60, n_train_seq=2, frames_per_seq=4, n_test_seq=1,
              test_frames_per_seq=3, progress=False)
@@ -75,8 +78,13 @@ def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     assert "--no_verification_step" in args and "--semantic" in args and info["df"] == 1
     out = tmp_path / "out"
     summary = demo.run_demo(out, street, "Cambridge", "cpu", extra=SMOKE)
-    assert summary["n"] == 3 and summary["refined"]["median_t"] >= 0
-    assert (out / "logs" / "DFNet_NeFeS50_street" / "DFNet_street_NeFeS2_APR_pose_results.txt").is_file()
+    assert summary["n"] == 3
+    assert all(math.isfinite(summary["refined"][k]) for k in ("median_t", "median_r", "mean_t", "mean_r"))
+    res = out / "logs" / "DFNet_NeFeS50_street"
+    refined = metrics.load_pose_file(res / "DFNet_street_NeFeS2_APR_pose_results.txt")   # (N, 3, 4)
+    assert refined.shape == (3, 3, 4) and metrics.load_pose_file(res / "street_test_gt.txt").shape == (3, 3, 4)
+    R = refined[:, :, :3]                          # svd_reg: refined poses are proper rotations (text: 1e-6)
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-5) and np.allclose(np.linalg.det(R), 1, atol=1e-5)
     assert (out / "meta" / "world_setup.json").is_file()
 
 

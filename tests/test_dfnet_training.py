@@ -218,6 +218,36 @@ def test_resume_after_interruption_gives_the_same_weights(toy_data, tmp_path):
     assert again["epochs_run"] == 5
 
 
+def test_ctrl_c_mid_epoch_writes_nothing_and_the_resume_is_exact(toy_data, tmp_path, monkeypatch):
+    """KeyboardInterrupt (Ctrl-C; train_dfnet.py maps SIGTERM to it) inside an epoch: the resume checkpoint
+    stays the last completed epoch's, byte for byte, and the resumed run equals an uninterrupted one."""
+    from models import dfnet_training
+    cfg = _cfg(epochs=4, save_every=1, rvs_refresh_rate=2)
+    ref = _net()
+    train_dfnet(ref, toy_data, FakeRenderer(), cfg, tmp_path / "ref")
+
+    real, calls = dfnet_training._batch_terms, {"n": 0}
+    per_epoch = math.ceil(len(toy_data.train_images) / cfg.batch_size)
+
+    def interrupt_in_epoch_3(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2 * per_epoch + 3:     # third batch of the third epoch
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(dfnet_training, "_batch_terms", interrupt_in_epoch_3)
+    saved = {}
+    with pytest.raises(KeyboardInterrupt):
+        train_dfnet(_net(), toy_data, FakeRenderer(), cfg, tmp_path / "run",
+                    on_epoch_end=lambda e, rec: saved.update(epoch=e, data=(tmp_path / "run" / "dfnet_last.tar").read_bytes()))
+    assert saved["epoch"] == 2
+    assert (tmp_path / "run" / "dfnet_last.tar").read_bytes() == saved["data"]
+    monkeypatch.setattr(dfnet_training, "_batch_terms", real)
+    resumed = _net(seed=123)
+    assert train_dfnet(resumed, toy_data, FakeRenderer(), cfg, tmp_path / "run")["epochs_run"] == 4
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 # ----------------------------------------------------------------------------------------------
 def test_config_from_args_and_data_checks():
     args = parse_args(["--epochs", "7", "--learning_rate", "3e-4", "--triplet_levels", "0", "--triplet_crop", "24", "32",
@@ -245,7 +275,7 @@ class _FakeSplit:
 
 class _FakeScene:
     def __init__(self):
-        from dataset_loaders.poses import WorldSetup
+        from core.frames import WorldSetup
         g = torch.Generator().manual_seed(5)
         self.train, self.test = _FakeSplit(12, g), _FakeSplit(6, g)
         self.H, self.W, self.focal, self.near, self.far = H, W, 30.0, 0.0, 2.0
@@ -264,8 +294,8 @@ def test_train_dfnet_script_pose_only(tmp_path, monkeypatch, capsys):
     assert train_dfnet.main(argv) == 0
     assert (tmp_path / "e" / "dfnet_best.pt").is_file() and (tmp_path / "e" / "args.txt").is_file()
     assert "pretrain_model_path" in capsys.readouterr().out
-    # With rendered views but no NeFeS checkpoint: one error line, non-zero exit.
-    assert train_dfnet.main(argv[:-6] + ["--ft_path", str(tmp_path / "none.tar")]) == 1
+    # With rendered views but no NeFeS checkpoint: one error line, exit code 2.
+    assert train_dfnet.main(argv[:-6] + ["--ft_path", str(tmp_path / "none.tar")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ft_path" in err[0] and "none.tar" in err[0]
 
@@ -275,7 +305,7 @@ def test_nefes_render_fn_converts_frames_and_upsamples(monkeypatch):
     import types
 
     import train_dfnet
-    from dataset_loaders.poses import apr_to_nerf
+    from core.frames import apr_to_nerf
     scene = _FakeScene()
     seen = {}
 

@@ -1,10 +1,11 @@
 """Both fields learn a tiny analytic scene (colour + features), then render through the fusion CNN
 identically after a checkpoint round trip. Targets come from bench.field's closed-form room, so this
-test does not depend on the dataset code."""
+test needs no dataset on disk."""
 import pytest
 import torch
 
-from bench.field import luminance_hist, render_room, room_cameras, scene_box
+from bench.field import render_room, room_cameras, scene_box
+from dataset_loaders.images import luminance_histogram
 from models.losses import l1_feature_loss, nerfw_color_loss, psnr
 from models.nefes import build_from_hparams, load_nefes, save_nefes
 from models.renderer import render_image, render_pixels
@@ -26,7 +27,7 @@ def scene():
     gts = [render_room(p, H, W, FOCAL, with_feat=True) for p in poses]
     imgs = torch.stack([g["rgb"] for g in gts])
     feats = torch.stack([g["feat"] for g in gts])
-    hists = torch.stack([luminance_hist(i) for i in imgs])
+    hists = torch.stack([luminance_histogram(i) for i in imgs])
     return poses, imgs, feats, hists
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from models import geometry as G
+from core import geometry as G
 
 
 def rand_rot(n, seed=0):

@@ -2,6 +2,7 @@
 gradients (gradcheck and autograd references), clamping, and the tiny-cuda-nn adapter (fake module)."""
 import copy
 import math
+import os
 import sys
 import types
 from fractions import Fraction
@@ -476,3 +477,26 @@ def test_cpu_kernel_can_be_switched_off(monkeypatch):
     from models import hashgrid_cpu
     monkeypatch.setenv("NEFES_CPU_KERNEL", "0")
     assert hashgrid_cpu.get() is None
+
+
+def test_growing_the_scatter_pool_shuts_the_old_one_down(monkeypatch):
+    monkeypatch.setattr(hg, "_pool", None)
+    monkeypatch.setattr(hg, "_pool_size", 0)
+    done = []
+    hg._run_parallel([lambda i=i: done.append(i) for i in range(3)])    # 2 worker threads
+    small = hg._pool
+    hg._run_parallel([lambda i=i: done.append(i) for i in range(5)])    # needs 4: replaced
+    assert sorted(done) == [0, 0, 1, 1, 2, 2, 3, 4] and hg._pool is not small and hg._pool_size == 4
+    with pytest.raises(RuntimeError):           # the old pool is shut down (its threads end), not leaked
+        small.submit(lambda: None)
+    hg._run_parallel([lambda: None] * 3)        # a smaller job reuses the big pool
+    assert hg._pool_size == 4
+    hg._pool.shutdown()
+
+
+def test_kernel_build_restores_path(monkeypatch):
+    from models import hashgrid_cpu
+    monkeypatch.setenv("PATH", "/usr/bin")
+    with hashgrid_cpu._venv_bin_on_path():
+        assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert os.environ["PATH"] == "/usr/bin"

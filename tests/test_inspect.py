@@ -42,7 +42,7 @@ def test_inspect_minimal_config(tmp_path):
 def test_inspect_bad_input_is_one_line(tmp_path, capsys):
     cfg = tmp_path / "cfg.txt"
     cfg.write_text(f"datadir = {tmp_path / 'missing'}\ndataset_type = 7Scenes\n")
-    assert inspect.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    assert inspect.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "missing") in err and len(err.strip().splitlines()) == 1
     with pytest.raises(SystemExit) as ei:  # the parser's own one-line error
@@ -52,5 +52,5 @@ def test_inspect_bad_input_is_one_line(tmp_path, capsys):
     fake = F.make_7scenes(tmp_path / "d")
     (fake.image_root / "seq-01" / "frame-000003.pose.txt").write_text("1 2\n")
     cfg.write_text(f"datadir = {fake.datadir}\ndataset_type = 7Scenes\n")
-    assert inspect.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    assert inspect.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "frame-000003.pose.txt" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import scene_fixtures as F
+from core import frames
 from dataset_loaders import DatasetError, images, load_scene
-from dataset_loaders import poses as P
 
 CHESS_WORLD = {"near": 0, "far": 2, "pose_scale": 0.5, "pose_scale2": 1, "move_all_cam_vec": [0.0, 0.0, 1.0]}
 
@@ -37,9 +37,9 @@ def test_7scenes_counts_order_and_apr_poses(tmp_path):
     assert scene.train.names[3:] == [f"seq-01/frame-{i:06d}.color.png" for i in (0, 6, 13)]
     assert scene.test.names == ["seq-03/frame-000000.color.png", "seq-03/frame-000010.color.png"]
     assert scene.train.gt_idx.tolist() == [0, 6, 13, 5, 11, 18]  # sequence offset (5 files) + frame id
-    expected = P.opencv_c2w_to_apr(fake.poses_c2w("train", 2), A)
+    expected = frames.opencv_c2w_to_apr(fake.poses_c2w("train", 2), A)
     np.testing.assert_allclose(scene.train.poses, expected, atol=1e-9)
-    np.testing.assert_allclose(scene.test.poses, P.opencv_c2w_to_apr(fake.poses_c2w("test", 3), A), atol=1e-9)
+    np.testing.assert_allclose(scene.test.poses, frames.opencv_c2w_to_apr(fake.poses_c2w("test", 3), A), atol=1e-9)
     item = scene.train[4]
     assert item["pose"].dtype == torch.float32 and item["pose"].shape == (12,)
     np.testing.assert_allclose(item["pose"].numpy(), expected[4].reshape(12), atol=1e-6)
@@ -56,7 +56,7 @@ def test_colmap_list_lookup_and_apr_poses(tmp_path, where):
     F.write_meta(fake.datadir, colmap_avg=A, world=CHESS_WORLD)
     scene = load_scene(F.make_args(fake.datadir, "7Scenes_colmap", trainskip=2))
     w2c = F.invert(fake.poses_c2w("train", 2))
-    np.testing.assert_allclose(scene.train.poses, P.colmap_w2c_to_apr(w2c, A), atol=1e-9)
+    np.testing.assert_allclose(scene.train.poses, frames.colmap_w2c_to_apr(w2c, A), atol=1e-9)
     assert scene.train.names == fake.names("train", 2)
     folder = {"image": fake.image_root, "datadir": fake.datadir,
               "colmap_poses": tmp_path / "7Scenes_colmap_poses" / "chess"}[where]
@@ -186,7 +186,7 @@ def test_cambridge_sorting_poses_and_preload(tmp_path):
     assert names[0].startswith("seq10_")  # lexicographic: seq10_* before seq1_*
     assert s.train.names == [f"train/rgb/{n}" for n in names[::2]]
     c2w = np.stack([cam.c2w[n] for n in s.train.names])
-    np.testing.assert_allclose(s.train.poses, P.opencv_c2w_to_apr(c2w, A), atol=1e-9)
+    np.testing.assert_allclose(s.train.poses, frames.opencv_c2w_to_apr(c2w, A), atol=1e-9)
     assert s.train._images is not None and s.test._images is not None  # pre-loaded, as the original
     lazy = load_scene(F.make_args(cam.datadir, "Cambridge", trainskip=2), preload=False)
     assert lazy.train._images is None and torch.equal(lazy.train[1]["img"], s.train[1]["img"])
@@ -212,7 +212,7 @@ def test_shopfacade_quirk(tmp_path):
     s2 = load_scene(F.make_args(cam.datadir, "Cambridge", trainskip=2))
     assert s2.train.names == kept[::2]
     c2w = np.stack([cam.c2w[n] for n in s2.train.names])
-    np.testing.assert_allclose(s2.train.poses, P.opencv_c2w_to_apr(c2w, s2.pose_avg), atol=1e-9)
+    np.testing.assert_allclose(s2.train.poses, frames.opencv_c2w_to_apr(c2w, s2.pose_avg), atol=1e-9)
 
 
 def test_cambridge_calibration_warning(tmp_path, caplog):
@@ -321,7 +321,7 @@ def test_frustum_bounds_single_camera():
     from dataset_loaders.scene import SceneData, Split
     c2w = np.concatenate([np.eye(3), np.zeros((3, 1))], 1)[None]
     split = Split("train", [], ["x"], c2w, (24, 32), (24, 32), 1.0)
-    ws = P.WorldSetup(near=0, far=2, pose_scale=1, pose_scale2=1, move_all_cam_vec=[0, 0, 1])
+    ws = frames.WorldSetup(near=0, far=2, pose_scale=1, pose_scale2=1, move_all_cam_vec=[0, 0, 1])
     s = SceneData("s", "7Scenes", None, split, split, 24, 32, 16.0, 24, 32, 16.0, 0.0, 2.0, ws, c2w[0])
     # camera at (0, 0, 1) in NeRF, looking along -z; far corners at z = 1 - 2, x = ±2·16/16, y = ±2·12/16
     np.testing.assert_allclose(s.frustum_bounds(), [[-2, -1.5, -1], [2, 1.5, 1]])

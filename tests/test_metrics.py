@@ -12,7 +12,7 @@ RNG_SEED = 1234
 
 
 def _random_poses(rng, n, scale=1.0):
-    """(n, 3, 4) poses with random rotations (scipy, independent of models.geometry)."""
+    """(n, 3, 4) poses with random rotations (scipy, independent of core.geometry)."""
     R = Rotation.random(n, random_state=rng).as_matrix()
     t = rng.normal(size=(n, 3, 1)) * scale
     return np.concatenate([R, t], axis=2)

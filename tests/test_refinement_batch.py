@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from dm.refine_lm import LMSettings, refine_pose_lm_batch
 from dm.refine_loss import FeatureResidual, UpsampledCosineLoss, bicubic_resize
-from models import geometry as G
+from core import geometry as G
 from models.losses import feature_cosine_loss
 from test_refinement_loop import BlobCamera, _errors, _perturbed, tiny_models  # noqa: F401 (fixture)
 

@@ -12,7 +12,7 @@ from dm.refine_apr import APRRefineSettings, refine_with_apr
 from dm.refine_loss import UpsampledCosineLoss, bicubic_resize
 from models.losses import feature_cosine_loss
 from dm.refine_pose import PoseRefineSettings, apply_update, refine_pose
-from models import geometry as G
+from core import geometry as G
 
 
 @pytest.mark.parametrize("src,dst", [((30, 40), (60, 80)), ((7, 9), (29, 33)), ((16, 16), (8, 12))])

@@ -93,3 +93,49 @@ def test_killed_run_resumes_from_its_own_checkpoint_exactly(tiny_room, tmp_path)
     again = subprocess.run(_cmd(tiny_room, tmp_path / "cut", "run", "--no_reload", "--epochs", 1), env=env,
                            capture_output=True, text=True)
     assert again.returncode == 0 and "new hashgrid field" in again.stderr
+
+
+def test_sigterm_mid_epoch_saves_the_last_completed_epoch_and_resumes_exactly(tiny_room, tmp_path):
+    """SIGTERM during an epoch: no regular checkpoint is written or overwritten, interrupted.tar holds the
+    last completed epoch, and the resumed run ends bit-identical to an uninterrupted one."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    sparse = ("--i_weights", 100)           # no regular checkpoint before the last epoch (8)
+    ref = subprocess.run(_cmd(tiny_room, tmp_path / "ref", "run", *sparse), env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    expdir = tmp_path / "cut" / "run"
+    proc = subprocess.Popen(_cmd(tiny_room, tmp_path / "cut", "run", *sparse), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    log, deadline = expdir / "train_log.jsonl", time.time() + 120
+    while proc.poll() is None and time.time() < deadline and (
+            not log.exists() or sum('"phase"' in ln for ln in log.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)        # epochs 0-2 are done: now inside epoch 3 (or later)
+    err = proc.communicate()[1]
+    assert proc.returncode == 130, f"the run was not interrupted (exit {proc.returncode}): {err[-2000:]}"
+    assert not list(expdir.glob("0*.tar")), "an interrupt must not write a regular epoch checkpoint"
+    done = torch.load(expdir / "interrupted.tar", weights_only=False)["global_step"]
+    n_logged = sum('"phase"' in ln for ln in log.read_text().splitlines())
+    # an epoch's log line is written just before its snapshot is taken: the last logged epoch, or the one before
+    assert 1 <= n_logged - 2 <= done <= n_logged - 1 < 7, (done, n_logged)
+    resumed = subprocess.run(_cmd(tiny_room, tmp_path / "cut", "run", *sparse), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from {expdir / 'interrupted.tar'}" in resumed.stderr
+    assert not (expdir / "interrupted.tar").exists(), "the final checkpoint supersedes interrupted.tar"
+    a = torch.load(tmp_path / "ref" / "run" / "000008.tar", weights_only=False)
+    b = torch.load(expdir / "000008.tar", weights_only=False)
+    for part in ("network_fn_state_dict", "network_fine_state_dict"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), f"{part}.{k} differs after the SIGTERM resume"
+    for k, v in a["optimizer_state_dict"]["state"].items():
+        assert all(torch.equal(v[s], b["optimizer_state_dict"]["state"][k][s]) for s in v), f"Adam state {k} differs"
+
+
+def test_resume_prefers_the_newer_of_interrupted_and_regular_checkpoints(tmp_path):
+    from models.trainer import INTERRUPTED, resume_checkpoint
+    assert resume_checkpoint(tmp_path) is None
+    torch.save({"global_step": 4}, tmp_path / INTERRUPTED)
+    assert resume_checkpoint(tmp_path) == tmp_path / INTERRUPTED           # the only state there
+    torch.save({"global_step": 2}, tmp_path / "000002.tar")
+    assert resume_checkpoint(tmp_path) == tmp_path / INTERRUPTED           # epoch 4 is newer than 2
+    torch.save({"global_step": 6}, tmp_path / "000006.tar")
+    assert resume_checkpoint(tmp_path) == tmp_path / "000006.tar"          # a stale interrupted.tar is ignored

@@ -11,8 +11,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 import scene_fixtures as F
+from core import frames
 from dataset_loaders import load_scene
-from dataset_loaders import poses as P
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,7 @@ def test_setup_7scenes_from_zips_with_meta(tmp_path):
         assert s.train.names == stage.names("train") and s.provenance["pose_avg"].startswith("read from")
         assert len(s.test) == 5 and s.train[0]["img"].shape == (3, 24, 32)
     s = load_scene(F.make_args(out / "7Scenes" / "chess", "7Scenes"))
-    np.testing.assert_allclose(s.train.poses, P.opencv_c2w_to_apr(stage.poses_c2w("train"), np.eye(3, 4)), atol=1e-9)
+    np.testing.assert_allclose(s.train.poses, frames.opencv_c2w_to_apr(stage.poses_c2w("train"), np.eye(3, 4)), atol=1e-9)
 
 
 def test_setup_7scenes_rejects_bad_archives(tmp_path, capsys):
@@ -82,9 +82,9 @@ def test_setup_7scenes_rejects_bad_archives(tmp_path, capsys):
     zips.mkdir()
     with zipfile.ZipFile(zips / "fire.zip", "w") as zf:
         zf.writestr("../evil.txt", "x")
-    assert setup_7scenes.main(["--zips", str(zips), "--scenes", "fire", "--out", str(tmp_path / "o")]) == 1
+    assert setup_7scenes.main(["--zips", str(zips), "--scenes", "fire", "--out", str(tmp_path / "o")]) == 2
     assert "outside" in capsys.readouterr().err and not (tmp_path / "evil.txt").exists()
-    assert setup_7scenes.main(["--zips", str(zips), "--scenes", "heads", "--out", str(tmp_path / "o")]) == 1
+    assert setup_7scenes.main(["--zips", str(zips), "--scenes", "heads", "--out", str(tmp_path / "o")]) == 2
     assert "heads.zip" in capsys.readouterr().err
 
 
@@ -167,7 +167,7 @@ def test_setup_cambridge_conversion(tmp_path):
     assert (len(s.train), len(s.test), s.H, s.W) == (2, 1, 240, 320) and s.train[0]["mask"].all()
     assert s.focal_raw == pytest.approx(744 * 640 / 854)
     raw = np.stack([np.loadtxt(scene / "train" / "poses" / f"seq1_frame0000{i}.txt")[:3] for i in (1, 2)])
-    np.testing.assert_allclose(s.train.poses, P.opencv_c2w_to_apr(raw, np.eye(3, 4)), atol=1e-12)
+    np.testing.assert_allclose(s.train.poses, frames.opencv_c2w_to_apr(raw, np.eye(3, 4)), atol=1e-12)
 
 
 def test_setup_cambridge_helpers_and_errors(tmp_path, capsys):
@@ -180,5 +180,5 @@ def test_setup_cambridge_helpers_and_errors(tmp_path, capsys):
     zips = tmp_path / "z"
     zips.mkdir()
     (zips / "ShopFacade.zip").write_bytes(b"not a zip")
-    assert setup_cambridge.main(["--zips", str(zips), "--scenes", "ShopFacade", "--out", str(tmp_path / "o")]) == 1
+    assert setup_cambridge.main(["--zips", str(zips), "--scenes", "ShopFacade", "--out", str(tmp_path / "o")]) == 2
     assert "ShopFacade.zip" in capsys.readouterr().err

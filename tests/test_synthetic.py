@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core import frames
+from data import synthetic as S
 from dataset_loaders import poses as P
-from dataset_loaders import synthetic as S
 
 ROOM = dict(seed=3, width=64, height=48, n_train_seq=2, frames_per_seq=4, n_test_seq=1, test_frames_per_seq=3,
             progress=False)
@@ -80,7 +81,7 @@ def test_room_original_layout_and_meta(tmp_path):
     assert (data / "TrainSplit.txt").is_file() and (data / "synroom_train.txt").is_file()
     assert (data / "seq-01").is_dir() and (data / "synthetic_info.json").is_file()
     assert json.loads((data / "synthetic_info.json").read_text())["meta_dir"] == "7Scenes/synroom"
-    ws = P.WorldSetup.from_json(meta / "world_setup.json")
+    ws = frames.WorldSetup.from_json(meta / "world_setup.json")
     assert ws.far > ws.near
     for f in ("pose_avg_stats.txt", "pose_avg_stats_colmap.txt"):
         A = P.load_pose_avg_stats(meta / f)
@@ -136,7 +137,7 @@ def test_refuses_occupied_folder_and_redoes_interrupted_run(tmp_path, capsys):
     (out / "keep.txt").write_text("user data")
     with pytest.raises(S.SyntheticError, match="not empty"):
         S.generate("room", out, **ROOM)
-    assert main(["room", "--out", str(out), "--width", "64", "--frames_per_seq", "2"]) == 1
+    assert main(["room", "--out", str(out), "--width", "64", "--frames_per_seq", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0] and str(out) in err[0]
     # an interrupted run leaves the marker and no info file: the next run redoes it
@@ -182,7 +183,7 @@ def test_colmap_list_is_inverse_of_dslam_poses_up_to_world_transform(room_dir):
         assert [r[0] for r in rows] == [n + ".color.png" for n in names]
         vals = np.array([[float(x) for x in r[1:]] for r in rows])
         assert np.allclose(vals[:, 7], 585.0 * 64 / 640)
-        w2c = np.stack([P.colmap_line_to_w2c(v[:4], v[4:7]) for v in vals])
+        w2c = np.stack([frames.colmap_to_w2c(v[:4], v[4:7]) for v in vals])
         w2c = np.concatenate([w2c, np.tile([[[0, 0, 0, 1.0]]], (len(w2c), 1, 1))], 1)
         c2w_colmap = np.linalg.inv(w2c)
         G_est = c2w_colmap @ np.linalg.inv(c2w)          # the same rigid transform for every frame
@@ -332,3 +333,20 @@ def test_rendered_images_are_textured_not_flat(room_dir, street_dir):
         assert img.std() > 10 and lap.mean() > 2, p                   # contrast and local detail
         assert 30 < img.mean() < 225, p                               # not black or blown out
         assert re.search(r"\.png$", p.name)
+
+
+def test_generator_package_is_tracked_and_generated_scenes_are_not():
+    """data/synthetic/ is a package (tracked); scenes generated anywhere under data/ stay ignored."""
+    import shutil
+    import subprocess
+    import sys as _sys
+    repo = Path(__file__).resolve().parent.parent
+    r = subprocess.run([_sys.executable, "-c", "import data.synthetic as s; print(s.generate.__module__)"],
+                       cwd=Path("/"), env={"PYTHONPATH": str(repo)}, capture_output=True, text=True)
+    assert r.stdout.strip() == "data.synthetic.generate", r.stderr
+    if shutil.which("git") is None or subprocess.run(["git", "-C", str(repo), "rev-parse"], capture_output=True).returncode:
+        pytest.skip("not a git checkout: the ignore rules cannot be checked")
+    paths = ["data/synthetic/render.py", "data/synthetic/room/seq-01/frame-000000.color.png", "data/synthetic/x.json",
+             "data/synthetic_scenes/room/TrainSplit.txt", "data/7Scenes/chess/world_setup.json", "data/setup_7scenes.py"]
+    r = subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", *paths], capture_output=True, text=True)
+    assert set(r.stdout.split()) == set(paths) - {"data/synthetic/render.py", "data/setup_7scenes.py"}

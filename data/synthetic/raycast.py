@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset_loaders.synthetic.constants import HIT_EPS, KINDS, REF_CAMERA, SyntheticError
+from data.synthetic.constants import HIT_EPS, KINDS, REF_CAMERA, SyntheticError
 
 
 def _slab(o, d, half, t_near, t_far):

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from dataset_loaders.synthetic.constants import MIP_LEVELS
+from data.synthetic.constants import MIP_LEVELS
 
 
 def canvas_dims(size_v: float, size_u: float, texel: float) -> tuple[int, int]:

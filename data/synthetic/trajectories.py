@@ -6,9 +6,9 @@ import math
 import numpy as np
 import torch
 
-from dataset_loaders.synthetic.constants import EXPOSURE_RANGE
-from dataset_loaders.synthetic.render import Scene
-from models import geometry
+from data.synthetic.constants import EXPOSURE_RANGE
+from data.synthetic.render import Scene
+from core import geometry
 
 
 def bspline_curve(ctrl: np.ndarray, n: int) -> np.ndarray:

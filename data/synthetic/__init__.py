@@ -29,15 +29,15 @@ Modules: ``patterns`` / ``materials`` (procedural textures), ``atlas`` (mip-mapp
 shadow baking), ``room`` / ``street`` (the two scenes), ``trajectories`` (camera paths, exposure),
 ``generate`` (the on-disk layouts).
 """
-from dataset_loaders.synthetic.atlas import TextureAtlas, canvas_dims
-from dataset_loaders.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
+from data.synthetic.atlas import TextureAtlas, canvas_dims
+from data.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
                                                  KINDS, LAYOUTS, REF_CAMERA, SyntheticError)
-from dataset_loaders.synthetic.generate import build_scene, colmap_world_transform, generate
-from dataset_loaders.synthetic.raycast import Box, Cylinder, Intrinsics, Sphere, cast, default_intrinsics, pixel_rays
-from dataset_loaders.synthetic.render import Frame, PointLight, Scene
-from dataset_loaders.synthetic.room import build_room
-from dataset_loaders.synthetic.street import build_street
-from dataset_loaders.synthetic.trajectories import bspline_curve, camera_rotation, exposure_walk, make_trajectory
+from data.synthetic.generate import build_scene, colmap_world_transform, generate
+from data.synthetic.raycast import Box, Cylinder, Intrinsics, Sphere, cast, default_intrinsics, pixel_rays
+from data.synthetic.render import Frame, PointLight, Scene
+from data.synthetic.room import build_room
+from data.synthetic.street import build_street
+from data.synthetic.trajectories import bspline_curve, camera_rotation, exposure_walk, make_trajectory
 
 __all__ = [
     "Box", "Cylinder", "EXPOSURE_RANGE", "Frame", "GENERATOR_VERSION", "INCOMPLETE_MARKER", "INFO_FILE", "Intrinsics",

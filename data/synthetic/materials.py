@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dataset_loaders.synthetic.patterns import (WORDS, fbm, fill_rect, grid_coords, lerp, paint, put_text,
+from data.synthetic.patterns import (WORDS, fbm, fill_rect, grid_coords, lerp, paint, put_text,
                                                  smoothstep, text_width)
 
 

@@ -7,7 +7,7 @@ Numpy callers wrap their arrays with ``torch.as_tensor(..., dtype=torch.float64)
 Conventions
 -----------
 * A pose is a ``(..., 3, 4)`` matrix ``[R | t]``; which frame it maps from/to is the caller's
-  business (see ``dataset_loaders/poses.py`` for the frames used in this project).
+  business (see ``core/frames.py`` for the frames used in this project).
 * Quaternions are Hamilton, scalar first: ``(w, x, y, z)``.
 * se(3) tangent vectors are ordered **translation first, rotation second** ``(tx, ty, tz, rx, ry, rz)``,
   as lietorch's ``SE3.exp`` which the original NeFeS used for direct pose refinement.

@@ -1,6 +1,8 @@
 """Constants and the error type shared by the synthetic-scene modules."""
 from __future__ import annotations
 
+from core.errors import SyntheticError  # noqa: F401  (re-exported: the generator's error type)
+
 GENERATOR_VERSION = "1.0"
 KINDS = ("room", "street")
 LAYOUTS = ("single", "original")
@@ -11,7 +13,3 @@ INCOMPLETE_MARKER = ".synthetic_incomplete"
 INFO_FILE = "synthetic_info.json"
 HIT_EPS = 1e-4
 MIP_LEVELS = 6   # texture dims are multiples of 2**(MIP_LEVELS-1)
-
-
-class SyntheticError(ValueError):
-    """Bad request for the generator (unknown kind, occupied output folder, bad size...)."""

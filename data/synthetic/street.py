@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 
-from dataset_loaders.synthetic import materials as M
-from dataset_loaders.synthetic.builder import SceneBuilder
-from dataset_loaders.synthetic.patterns import tint
-from dataset_loaders.synthetic.raycast import Box, Cylinder, Sphere
-from dataset_loaders.synthetic.render import Scene
+from data.synthetic import materials as M
+from data.synthetic.builder import SceneBuilder
+from data.synthetic.patterns import tint
+from data.synthetic.raycast import Box, Cylinder, Sphere
+from data.synthetic.render import Scene
 
 
 def build_street(seed: int, texel: float = 0.02) -> Scene:

@@ -8,8 +8,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from dataset_loaders.synthetic.atlas import TextureAtlas
-from dataset_loaders.synthetic.raycast import Intrinsics, cast, pixel_rays
+from data.synthetic.atlas import TextureAtlas
+from data.synthetic.raycast import Intrinsics, cast, pixel_rays
 
 
 @dataclass

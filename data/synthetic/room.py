@@ -7,12 +7,12 @@ import math
 import cv2
 import numpy as np
 
-from dataset_loaders.synthetic import materials as M
-from dataset_loaders.synthetic.atlas import canvas_dims
-from dataset_loaders.synthetic.builder import SceneBuilder
-from dataset_loaders.synthetic.patterns import fbm, fill_rect, grid_coords, lerp, smoothstep, tint
-from dataset_loaders.synthetic.raycast import Box, Cylinder, Sphere
-from dataset_loaders.synthetic.render import PointLight, Scene
+from data.synthetic import materials as M
+from data.synthetic.atlas import canvas_dims
+from data.synthetic.builder import SceneBuilder
+from data.synthetic.patterns import fbm, fill_rect, grid_coords, lerp, smoothstep, tint
+from data.synthetic.raycast import Box, Cylinder, Sphere
+from data.synthetic.render import PointLight, Scene
 
 
 def _front_face(normal) -> int:

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset_loaders import poses as P
-from dataset_loaders.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
+from core import frames, geometry
+from data.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
                                                  KINDS, LAYOUTS, REF_CAMERA, SyntheticError)
-from dataset_loaders.synthetic.raycast import default_intrinsics
-from dataset_loaders.synthetic.render import Scene
-from dataset_loaders.synthetic.room import build_room
-from dataset_loaders.synthetic.street import build_street
-from dataset_loaders.synthetic.trajectories import exposure_walk, make_trajectory
-from models import geometry
+from data.synthetic.raycast import default_intrinsics
+from data.synthetic.render import Scene
+from data.synthetic.room import build_room
+from data.synthetic.street import build_street
+from data.synthetic.trajectories import exposure_walk, make_trajectory
+from dataset_loaders.poses import save_pose_avg_stats
 from utils.atomic import atomic_write_text
 
 _logger = logging.getLogger(__name__)
@@ -246,15 +246,15 @@ def _write_meta(kind, meta_dir: Path, jobs, G, scene: Scene) -> None:
     Scales follow the released configs (7-Scenes: s1 = 0.5, v = (0, 0, 1); Cambridge: s1·s2 = 0.05);
     ``far`` covers the longest possible ray (room: its diagonal; street: across the far enclosure)."""
     c2w = np.stack([j.c2w[:3] for j in jobs if j.split == "train"])
-    P.save_pose_avg_stats(meta_dir / "pose_avg_stats.txt", P.average_poses(c2w))
+    save_pose_avg_stats(meta_dir / "pose_avg_stats.txt", frames.average_poses(c2w))
     if kind == "room":
         w2c = np.linalg.inv(np.stack([G @ j.c2w for j in jobs if j.split == "train"]))[:, :3]
-        P.save_pose_avg_stats(meta_dir / "pose_avg_stats_colmap.txt", P.average_poses(w2c))   # as the original: raw w2c
+        save_pose_avg_stats(meta_dir / "pose_avg_stats_colmap.txt", frames.average_poses(w2c))   # as the original: raw w2c
         diag = float(np.linalg.norm(np.subtract(scene.bounds[1], scene.bounds[0])))
-        ws = P.WorldSetup(near=0.0, far=math.ceil(diag * 0.5 * 2) / 2, pose_scale=0.5, pose_scale2=1.0,
+        ws = frames.WorldSetup(near=0.0, far=math.ceil(diag * 0.5 * 2) / 2, pose_scale=0.5, pose_scale2=1.0,
                           move_all_cam_vec=[0.0, 0.0, 1.0])
     else:
-        ws = P.WorldSetup(near=0.0, far=10.0, pose_scale=0.25, pose_scale2=0.2, move_all_cam_vec=[0.0, 0.0, 0.0])
+        ws = frames.WorldSetup(near=0.0, far=10.0, pose_scale=0.25, pose_scale2=0.2, move_all_cam_vec=[0.0, 0.0, 0.0])
     ws.to_json(meta_dir / "world_setup.json")
 
 
@@ -263,7 +263,7 @@ def _info(kind, seed, layout, name, out, data_dir, meta_dir, intr, scene, jobs, 
         return str(Path(os.path.relpath(p, out)))
     splits = {s: sorted({j.seq for j in jobs if j.split == s}) for s in ("train", "test")}
     info = {
-        "generator": "nefes dataset_loaders.synthetic", "version": GENERATOR_VERSION, "kind": kind, "seed": seed,
+        "generator": "nefes data.synthetic", "version": GENERATOR_VERSION, "kind": kind, "seed": seed,
         "layout": layout, "scene_name": name, "data_dir": rel(data_dir), "meta_dir": rel(meta_dir),
         "dataset_type": "7Scenes / 7Scenes_colmap" if kind == "room" else "Cambridge",
         "image_size": {"width": intr.width, "height": intr.height},

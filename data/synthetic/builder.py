@@ -7,10 +7,10 @@ import math
 import cv2
 import numpy as np
 
-from dataset_loaders.synthetic.atlas import TextureAtlas, canvas_dims
-from dataset_loaders.synthetic.patterns import fbm
-from dataset_loaders.synthetic.raycast import cast
-from dataset_loaders.synthetic.render import Scene
+from data.synthetic.atlas import TextureAtlas, canvas_dims
+from data.synthetic.patterns import fbm
+from data.synthetic.raycast import cast
+from data.synthetic.render import Scene
 
 
 class SceneBuilder:

@@ -274,10 +274,9 @@ def available_devices() -> list:
 
 def save_config(args: argparse.Namespace, out_dir: str | Path) -> None:
     """Write the effective configuration as ``args.txt`` (key = value) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from utils.atomic import atomic_write_text
     lines = [f"{k} = {v}" for k, v in sorted(vars(args).items()) if k not in LEGACY_IGNORED]
-    (out_dir / "args.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(out_dir) / "args.txt", "\n".join(lines) + "\n")
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -68,7 +68,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--basedir", type=str, default="./logs", help="where logs and checkpoints are stored")
     g.add_argument("--device", type=str, default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--seed", type=int, default=0, help="base random seed")
-    g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default; under torchrun: the cores divided by the ranks on this machine)")
 
     g = p.add_argument_group("data")
     g.add_argument("--datadir", type=str, default=None, help="scene folder (meta files; images too, or under ../deepslam_data)")
@@ -178,6 +178,8 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--refine_crop", type=int, default=10, help="pose_only=2: pixels dropped on every border of the feature maps (and of the images checked by the verification step) at the working resolution; the original's 10 is for 240-px-high working images, smaller images want proportionally less")
     g.add_argument("--no_verification_step", type=_bool, nargs="?", const=True, default=False, help="skip the PSNR/SSIM fallback to the APR pose")
     g.add_argument("--refine_batch", type=int, default=1, help="test queries refined together in one batch (each keeps its own APR copy, optimiser and fusion statistics; results equal one at a time)")
+    g.add_argument("--restart", type=_bool, nargs="?", const=True, default=False, help="discard the refinement journal (<expdir>/journal) and refine every query again; without it a rerun of the same configuration resumes")
+    g.add_argument("--preview_queries", type=int, nargs="*", default=None, help="test query indices shown in previews.png (default: 4 spread over the test set; none given: no previews)")
     g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
     g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
     g.add_argument("--feature_matching_lvl", type=int, nargs="*", default=[0], help="DFNet feature levels used at refinement")

@@ -3,14 +3,14 @@ query, resume after an interruption, gather on rank 0 and write the final files 
 
 Flow (every rank, one process being the case ``world_size == 1``):
 
-1. set-up: device and threads, the scene and the models, the output folder; an error on any rank stops
-   every rank with one line (printed by rank 0);
+1. set-up: device and threads, the scene and the models, the output folder; APR predictions, sharded
+   over the ranks and all-gathered; NeFeS. An error on any rank stops every rank with one line (printed
+   by rank 0) before anything in the experiment folder changes;
 2. rank 0 removes a previous run's results and writes ``args.txt``; each node's local rank 0 keeps or
    discards the journal (:mod:`dm.refine_journal`);
-3. APR predictions, sharded over the ranks and all-gathered;
-4. the queries no rank has journalled are dealt round-robin to the ranks; each refines its share
+3. the queries no rank has journalled are dealt round-robin to the ranks; each refines its share
    ``refine_batch`` at a time and journals each query as it finishes;
-5. every rank sends rank 0 what it refined plus the journal entries it owns (``gather_object``: no shared
+4. every rank sends rank 0 what it refined plus the journal entries it owns (``gather_object``: no shared
    folder needed); rank 0 orders them by query index (loader order) and writes the finals.
 
 Each query's refinement depends only on that query, so the files equal those of one process.
@@ -113,7 +113,7 @@ def predict_sharded(predict_all, apr, split, device, dist: distributed.Dist) -> 
     """(N, 3, 4) APR predictions: each rank predicts every world_size-th query, then all-gather."""
     n = len(split)
     mine = list(range(dist.rank, n, dist.world_size))
-    part = predict_all(apr, split, device, mine) if mine else np.zeros((0, 3, 4))
+    part = agree(dist, lambda: predict_all(apr, split, device, mine) if mine else np.zeros((0, 3, 4)))
     out = np.empty((n, 3, 4), dtype=np.float64)
     for r, p in enumerate(dist.all_gather(part)):
         out[r::dist.world_size] = p
@@ -164,18 +164,19 @@ def run(args: argparse.Namespace, dist: distributed.Dist, build_refiner: Callabl
         torch.set_num_threads(distributed.thread_share(args.num_threads, dist.local_world_size))
     dist.init(device)
     s = agree(dist, lambda: _setup(args, device))
+    apr_poses = predict_sharded(predict_all, s.apr, s.scene.test, device, dist)
+    refining = args.pose_only in (2, 3)
+    # NeFeS is loaded before the folder is touched: a bad checkpoint leaves the last run's files and journal
+    refine = agree(dist, lambda: build_refiner(args, s.scene, s.apr, s.featnet, device, apr_poses)) if refining else None
     agree(dist, lambda: _prepare_folder(args, s, dist))
-    scene = s.scene
-    apr_poses = predict_sharded(predict_all, s.apr, scene.test, device, dist)
-    entries, refine = _refine_all(args, s, device, dist, apr_poses, build_refiner) if args.pose_only in (2, 3) else (None, None)
+    entries = _refine_all(args, s, dist, refine) if refining else None
     if dist.is_main:
         write_finals(args, s, device, dist, apr_poses, entries, refine)
     return 0
 
 
-def _refine_all(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.ndarray,
-                build_refiner: Callable) -> tuple[list | None, object]:
-    """Steps 4 and 5: -> (entries of every query in loader order on rank 0, else None; the refiner or None)."""
+def _refine_all(args, s: Setup, dist: distributed.Dist, refine) -> list[dict] | None:
+    """Steps 3 and 4: -> the entries of every query in loader order on rank 0, None on the others."""
     n = len(s.scene.test)
     done = s.journal.load()
     todo, owner = plan(n, dist.all_gather(sorted(done)), dist.world_size)
@@ -183,15 +184,13 @@ def _refine_all(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.nd
     if dist.is_main:
         _logger.info("%d of %d queries already in the journal; refining %d on %d rank(s)", len(owner), n,
                      sum(map(len, todo)), dist.world_size)
-    build = mine or dist.is_main                                           # rank 0 renders the previews
-    refine = agree(dist, lambda: build_refiner(args, s.scene, s.apr, s.featnet, device, apr_poses) if build else None)
     who = f", rank {dist.rank} of {dist.world_size}" if dist.world_size > 1 else ""
     computed = refine_queries(refine, mine, args.refine_batch, s.journal,
                               f"refining (pose_only={args.pose_only}{who})", dist.is_main) if mine else {}
     part = {i: {**e, "resumed": True} for i, e in done.items() if owner.get(i) == dist.rank}
     part.update(computed)
     parts = dist.gather(part)
-    return (merge(parts, n) if dist.is_main else None), refine
+    return merge(parts, n) if dist.is_main else None
 
 
 def _pose_writer(poses: np.ndarray):

@@ -257,6 +257,18 @@ def test_killed_run_leaves_no_stale_results_for_eval(tiny_room, tiny_models, tmp
     assert "no refinement result files" in capsys.readouterr().err
 
 
+def test_a_run_that_cannot_start_keeps_the_last_results_and_journal(tiny_room, tiny_models, tmp_path, capsys,
+                                                                     one_thread):
+    argv = _argv(tiny_room, tiny_models, tmp_path)
+    assert _run(argv) == 0
+    out = tmp_path / "exp"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert _run(argv + ["--ft_path", tmp_path / "typo.tar"]) == 2      # NeFeS fails to load: nothing touched
+    assert "typo.tar" in _one_error_line(capsys)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error")]   # besides the progress bar

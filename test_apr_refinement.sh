@@ -4,6 +4,7 @@
 #   bash test_apr_refinement.sh                      # every 7-Scenes and Cambridge scene
 #   bash test_apr_refinement.sh 7Scenes chess fire   # some scenes of one dataset
 #   bash test_apr_refinement.sh Cambridge shop -- --pose_only 3 --lr_r 0.0087 --lr_t 0.01
+#   NPROC=4 bash test_apr_refinement.sh 7Scenes chess   # each scene under torchrun, 4 ranks (one GPU each on CUDA)
 #
 # Needs the data (data/setup_7scenes.py, data/setup_cambridge.py) and the released models under
 # logs/paper_models/ (paths in config/<dataset>/dfnet/config_<scene>_DFM.txt). Arguments after --
@@ -15,6 +16,11 @@ datasets=(7Scenes Cambridge); scenes=()
 if [ $# -ge 1 ] && [ "$1" != "--" ]; then datasets=("$1"); shift; fi
 while [ $# -ge 1 ] && [ "$1" != "--" ]; do scenes+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
+run=("$PY")
+if [ -n "${NPROC:-}" ]; then
+  [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || { echo "error: NPROC=$NPROC: expected a number of processes (1, 2, ...)" >&2; exit 2; }
+  run=("$PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC")
+fi
 mkdir -p logs
 for ds in "${datasets[@]}"; do
   case $ds in
@@ -26,6 +32,6 @@ for ds in "${datasets[@]}"; do
     cfg=config/$ds/dfnet/config_${scene}_DFM.txt
     [ -f "$cfg" ] || { echo "error: config not found: $cfg" >&2; exit 2; }
     echo "=== $ds $scene"
-    "$PY" test_refinement.py --config "$cfg" "$@" 2>&1 | tee "logs/refine_${ds}_${scene}.log"
+    "${run[@]}" test_refinement.py --config "$cfg" "$@" 2>&1 | tee "logs/refine_${ds}_${scene}.log"
   done
 done

@@ -5,34 +5,34 @@
 query, the paper's "DFNet + NeFeS50"). ``pose_only=3``: direct SE(3) pose refinement (Adam, the original's).
 ``pose_only=4``: direct pose refinement by Levenberg-Marquardt on the paper's loss (this project, dm/refine_lm.py).
 ``refine_batch`` queries are refined together. Writes to ``<basedir>/<expname>/``: ``<scene>_test_gt.txt``,
-``<APR>_<scene>_results.txt`` and ``<APR>_<scene>_NeFeS<opt_iter>_{APR_pose,pose_pose,LM_pose}_results.txt`` (N×12 rows, row-major 3x4
-camera-to-world, APR frame), ``summary.json``, ``trajectories.png`` and ``error_cdf.png``.
+``<scene>_test_frames.txt``, ``<APR>_<scene>_results.txt`` and
+``<APR>_<scene>_NeFeS<opt_iter>_{APR_pose,pose_pose,LM_pose}_results.txt`` (N×12 rows, row-major 3x4
+camera-to-world, APR frame), ``summary.json``, ``trajectories.png``, ``error_cdf.png`` and ``previews.png``,
+all at the end. Finished queries are journalled under ``journal/``: rerunning the same command resumes.
+``torchrun --nproc_per_node=N test_refinement.py ...`` shards the queries (docs/refinement_runs.md; the job
+itself: :mod:`dm.refine_run`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from config.options import apply_num_threads, get_device, parse_args, save_config, setup_logging
-from core.errors import cli_main
+from config.options import parse_args, setup_logging
 
 _logger = logging.getLogger("test_refinement")
 
 
 @torch.no_grad()
-def predict_all(apr, split, device) -> np.ndarray:
-    """APR predictions (N, 3, 4), SVD-orthonormalised, in loader order."""
+def predict_all(apr, split, device, indices=None) -> np.ndarray:
+    """APR predictions (len(indices), 3, 4) (default: every query), SVD-orthonormalised, in loader order."""
     from dm.refine_apr import predict
     apr.eval()
+    indices = range(len(split)) if indices is None else indices
     return np.stack([predict(apr, split[i]["img"][None].to(device), True).double().cpu().numpy()
-                     for i in range(len(split))])
+                     for i in indices])
 
 
 def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
@@ -74,71 +74,32 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    refine.nefes, refine.cam = nefes, cam   # for previews.png (dm.previews renders a few queries at the end)
     return refine
 
 
-def refine_all(args, scene, apr, featnet, device, apr_poses: np.ndarray) -> tuple[np.ndarray, list, list]:
-    """Refine every test query, ``refine_batch`` at a time; returns (poses (N,3,4), per-query info,
-    per-query seconds: a batch's time shared equally by its queries)."""
-    refine = build_refiner(args, scene, apr, featnet, device, apr_poses)
-    n, B = len(scene.test), max(1, int(args.refine_batch))
-    refined, infos, seconds = [], [], []
-    bar = tqdm(total=n, desc=f"refining (pose_only={args.pose_only})")
-    for start in range(0, n, B):
-        idx = list(range(start, min(n, start + B)))
-        t0 = time.perf_counter()
-        results = refine(idx)
-        dt = (time.perf_counter() - t0) / len(idx)
-        for pose, info in results:
-            refined.append(pose.double().cpu().numpy())
-            infos.append(info)
-            seconds.append(dt)
-        bar.update(len(idx))
-        bar.set_postfix(loss=f"{infos[-1]['losses'][0]:.3f}->{infos[-1]['losses'][-1]:.3f}", s=f"{dt:.2f}")
-    bar.close()
-    return np.stack(refined), infos, seconds
-
-
-@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()
-    apply_num_threads(args)
-    from dataset_loaders import load_scene
-    from dm import metrics, plots
-    from dm.direct_pose_model import load_APR_and_FeatureNet
-    device = get_device(args.device)
-    if args.pose_only not in (0, 2, 3, 4):
-        raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS), 3 (pose refinement) "
-                         "or 4 (Levenberg-Marquardt pose refinement)")
-    scene = load_scene(args)
-    apr, featnet = load_APR_and_FeatureNet(args, device)
-    expdir = Path(args.basedir) / args.expname
-    save_config(args, expdir)
-    name, tag = scene.name, apr.name
-    gt = scene.test.poses
-    metrics.save_pose_file(expdir / f"{name}_test_gt.txt", gt)
-    apr_poses = predict_all(apr, scene.test, device)
-    metrics.save_pose_file(expdir / f"{tag}_{name}_results.txt", apr_poses)
-    summary = {"scene": name, "dataset_type": args.dataset_type, "device": str(device), "pose_only": args.pose_only,
-               "n": len(gt), "apr": metrics.summarize(*metrics.pose_errors(apr_poses, gt))}
-    print(metrics.format_summary(summary["apr"], name=f"{tag} (APR)"))
-    if args.pose_only in (2, 3, 4):
-        refined, infos, seconds = refine_all(args, scene, apr, featnet, device, apr_poses)
-        kind = {2: "APR_pose", 3: "pose_pose", 4: "LM_pose"}[args.pose_only]
-        out = expdir / f"{tag}_{name}_NeFeS{args.opt_iter}_{kind}_results.txt"
-        metrics.save_pose_file(out, refined)
-        errs = metrics.pose_errors(refined, gt)
-        summary["refined"] = metrics.summarize(*errs)
-        summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
-                       refined_file=str(out),
-                       reverted=int(sum(i.get("reverted", False) for i in infos)))
-        print(metrics.format_summary(summary["refined"], name=f"{tag} + NeFeS{args.opt_iter}"))
-        print(f"refinement: {np.mean(seconds):.2f} s per query on {device}; results -> {out}")
-        plots.plot_trajectories(expdir / "trajectories.png", gt, APR=apr_poses, refined=refined)
-        plots.plot_error_cdf(expdir / "error_cdf.png", APR=metrics.pose_errors(apr_poses, gt), refined=errs)
-    (expdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return 0
+    from dm import distributed, refine_run
+    try:
+        dist = distributed.from_env()
+    except distributed.DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not dist.is_main:   # one set of progress and info lines per job; warnings from every rank
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        return refine_run.run(args, dist, build_refiner, predict_all)
+    except refine_run.StopRun as e:   # a set-up error on some rank: every rank stops, rank 0 says why
+        if e.message:
+            print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except refine_run.USER_ERRORS as e:
+        print(f"error: {e}" if dist.world_size == 1 else f"error: rank {dist.rank}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        dist.close()
 
 
 if __name__ == "__main__":

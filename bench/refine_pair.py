@@ -35,11 +35,11 @@ def worker(refine_args: list) -> None:
     apr, featnet = load_APR_and_FeatureNet(args, device)
     refine = test_refinement.build_refiner(args, scene, apr, featnet, device,
                                            test_refinement.predict_all(apr, scene.test, device))
-    refine(0)                                           # warm-up: first-call allocations, kernel loading
+    refine([0])                                         # warm-up: first-call allocations, kernel loading
     print(f"READY {len(scene.test)}", file=protocol, flush=True)
     for line in sys.stdin:
         t0 = time.perf_counter()
-        refine(int(line))
+        refine([int(line)])
         print(f"{time.perf_counter() - t0:.4f}", file=protocol, flush=True)
 
 

@@ -126,7 +126,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--basedir", type=str, default="./logs", help="where logs and checkpoints are stored")
     g.add_argument("--device", type=str, default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--seed", type=int, default=0, help="base random seed")
-    g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default; under torchrun: the cores divided by the ranks on this machine)")
 
     g = p.add_argument_group("data")
     g.add_argument("--datadir", type=str, default=None, help="scene folder (meta files; images too, or under ../deepslam_data)")
@@ -231,6 +231,8 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--refine_batch", type=int, default=1, help="test queries refined together in one batch (each keeps its own APR copy, optimiser and fusion statistics; results equal one at a time)")
     g.add_argument("--lm_blur", type=float, nargs="+", default=[0.0], help="pose_only=4: Gaussian blur (working pixels) of the coarse-to-fine stages, the last one normally 0 (the paper's loss)")
     g.add_argument("--lm_lambda", type=float, default=1e-2, help="pose_only=4: initial Levenberg-Marquardt damping")
+    g.add_argument("--restart", type=_bool, nargs="?", const=True, default=False, help="discard the refinement journal (<expdir>/journal) and refine every query again; without it a rerun of the same configuration resumes")
+    g.add_argument("--preview_queries", type=int, nargs="*", default=None, help="test query indices shown in previews.png (default: 4 spread over the test set; none given: no previews)")
     g.add_argument("--lr_r", type=float, default=0.01, help="pose_only=3: rotation learning rate")
     g.add_argument("--lr_t", type=float, default=0.1, help="pose_only=3: translation learning rate")
     g.add_argument("--freeze_BN", type=_bool, nargs="?", const=True, default=False, help=argparse.SUPPRESS)
@@ -329,10 +331,9 @@ def available_devices() -> list:
 
 def save_config(args: argparse.Namespace, out_dir: str | Path) -> None:
     """Write the effective configuration as ``args.txt`` (key = value) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from utils.atomic import atomic_write_text
     lines = [f"{k} = {v}" for k, v in sorted(vars(args).items()) if k not in LEGACY_KEYS]
-    (out_dir / "args.txt").write_text("\n".join(lines) + "\n")
+    atomic_write_text(Path(out_dir) / "args.txt", "\n".join(lines) + "\n")
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -16,6 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from dm.metrics import as_pose_array
+from utils.atomic import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -30,10 +31,10 @@ def _new_figure(ncols: int) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out_png) -> Path:
+def save_figure(fig: Figure, out_png, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG, atomically (a killed run never leaves half an image)."""
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    atomic_write(out_png, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     _logger.info("wrote %s", out_png)
     return out_png
 
@@ -66,7 +67,7 @@ def plot_trajectories(out_png, gt, **named_preds) -> Path:
         ax.autoscale_view()
         ax.grid(True, linewidth=0.3)
         ax.legend(loc="best", fontsize="small")
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _cdf_panel(ax, named_values: dict, unit: str, title: str) -> None:
@@ -103,4 +104,4 @@ def plot_error_cdf(out_png, **named_errors) -> Path:
     ax_t, ax_r = fig.subplots(1, 2)
     _cdf_panel(ax_t, t, "m", "translation error")
     _cdf_panel(ax_r, r, "deg", "rotation error")
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)

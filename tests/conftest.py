@@ -57,3 +57,16 @@ def tiny_nefes_args(datadir, basedir, expname, *extra) -> list:
     return ["--datadir", str(datadir), "--dataset_type", "7Scenes", "--basedir", str(basedir), "--expname", expname,
             "--df", "1", "--tinyscale", "2", "--trainskip", "2", "--testskip", "2", "--transient_at_test",
             "--dfnet_width", "0.125", *TINY_FIELD, *map(str, extra)]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_room, tmp_path_factory):
+    """(tiny NeFeS checkpoint trained 1 epoch on the tiny room, random tiny DFNet checkpoint)."""
+    import run_nefes
+    from models.dfnet import DFNet, save_dfnet
+    base = tmp_path_factory.mktemp("refine_models")
+    assert run_nefes.main(tiny_nefes_args(tiny_room, base, "nefes", "--epochs", 1, "--i_weights", 1,
+                                          "--i_testset", 5, "--stage1_color_only")) == 0
+    torch.manual_seed(0)
+    save_dfnet(base / "dfnet.pt", DFNet(width=0.125))
+    return base / "nefes" / "000000.tar", base / "dfnet.pt"

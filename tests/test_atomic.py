@@ -22,3 +22,26 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 def test_torch_save_round_trip(tmp_path):
     atomic_torch_save({"w": torch.arange(3)}, tmp_path / "x.tar")
     assert torch.equal(torch.load(tmp_path / "x.tar")["w"], torch.arange(3))
+
+
+def test_file_set_appears_whole_or_not_at_all(tmp_path):
+    from utils.atomic import AtomicFileSet
+    (tmp_path / "b.txt").write_text("old b\n")
+
+    def full_disk(tmp):
+        with open(tmp, "w") as f:
+            f.write("ha")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        with AtomicFileSet() as files:
+            files.add_text(tmp_path / "a.txt", "new a\n")
+            files.add(tmp_path / "b.txt", full_disk)
+            files.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt"] and (tmp_path / "b.txt").read_text() == "old b\n"
+    with AtomicFileSet() as files:
+        files.add_text(tmp_path / "a.txt", "new a\n")
+        files.add_text(tmp_path / "b.txt", "new b\n")
+        assert (tmp_path / "b.txt").read_text() == "old b\n"          # nothing moves before commit
+        assert files.commit() == [tmp_path / "a.txt", tmp_path / "b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"] and (tmp_path / "b.txt").read_text() == "new b\n"

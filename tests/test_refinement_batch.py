@@ -15,7 +15,7 @@ from dm.refine_lm import LMSettings, refine_pose_lm_batch
 from dm.refine_loss import FeatureResidual, UpsampledCosineLoss, bicubic_resize
 from core import geometry as G
 from models.losses import feature_cosine_loss
-from test_refinement_loop import BlobCamera, _errors, _perturbed, tiny_models  # noqa: F401 (fixture)
+from test_refinement_loop import BlobCamera, _errors, _perturbed
 
 
 def test_fusion_with_per_image_stats_equals_fusing_each_image_alone():

@@ -195,19 +195,6 @@ def test_verification_step_reverts_to_the_apr_pose(verify):
 # ----------------------------------------------------------------------------------------------
 # test_refinement.py end to end (tiny models: checks files and formats, not accuracy)
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_models(tiny_room, tmp_path_factory):
-    import run_nefes
-    from conftest import tiny_nefes_args
-    from models.dfnet import DFNet, save_dfnet
-    base = tmp_path_factory.mktemp("refine_models")
-    assert run_nefes.main(tiny_nefes_args(tiny_room, base, "nefes", "--epochs", 1, "--i_weights", 1,
-                                          "--i_testset", 5, "--stage1_color_only")) == 0
-    torch.manual_seed(0)
-    save_dfnet(base / "dfnet.pt", DFNet(width=0.125))
-    return base / "nefes" / "000000.tar", base / "dfnet.pt"
-
-
 @pytest.mark.parametrize("pose_only", [0, 2, 3])
 def test_test_refinement_writes_the_original_result_files(tiny_room, tiny_models, tmp_path, pose_only):
     import test_refinement
@@ -227,11 +214,16 @@ def test_test_refinement_writes_the_original_result_files(tiny_room, tiny_models
     summary = json.loads((out / "summary.json").read_text())
     for key in ("median_t", "median_r", "mean_t", "mean_r", "recalls"):
         assert key in summary["apr"]
+    frames = (out / "room_test_frames.txt").read_text().splitlines()
+    assert frames == ["seq-03/frame-000000.color.png", "seq-03/frame-000002.color.png"]   # loader order, testskip 2
+    assert summary["world_size"] == 1
     if pose_only:
         kind = "APR_pose" if pose_only == 2 else "pose_pose"
         refined = load_pose_file(out / f"DFNet_room_NeFeS2_{kind}_results.txt")
         assert refined.shape == gt.shape and np.isfinite(refined).all()
         assert summary["seconds_per_query"] > 0 and summary["device"] == "cpu"
+        assert len(summary["query_seconds"]) == 2 and summary["resumed_queries"] == 0
+        assert summary["previews"] == [0, 1] and (out / "previews.png").stat().st_size > 0
         assert (out / "trajectories.png").stat().st_size > 0 and (out / "error_cdf.png").stat().st_size > 0
 
 

@@ -30,3 +30,44 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     import torch
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+class AtomicFileSet:
+    """Files that appear together or not at all: :meth:`add` writes each to a temporary file beside its
+    target, :meth:`commit` renames them all in the order added (put the file that marks completion last).
+    Leaving the ``with`` block by an exception removes the temporary files; no target is touched."""
+
+    def __init__(self):
+        self._staged: list[tuple[str, Path]] = []
+
+    def add(self, path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._staged.append((tmp, path))
+        write(tmp)
+        return path
+
+    def add_text(self, path: str | os.PathLike, text: str) -> Path:
+        return self.add(path, lambda tmp: Path(tmp).write_text(text))
+
+    def commit(self) -> list[Path]:
+        done = []
+        for tmp, path in self._staged:
+            os.replace(tmp, path)
+            done.append(path)
+        self._staged = []
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._staged = []
+
+    def __enter__(self) -> "AtomicFileSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.discard()   # after commit() nothing is left to discard

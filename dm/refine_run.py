@@ -1,0 +1,242 @@
+"""A refinement run as a batch job: shard the test queries over torchrun ranks, journal every finished
+query, resume after an interruption, gather on rank 0 and write the final files there.
+
+Flow (every rank, one process being the case ``world_size == 1``):
+
+1. set-up: device and threads, the scene and the models, the output folder; APR predictions, sharded
+   over the ranks and all-gathered; NeFeS. An error on any rank stops every rank with one line (printed
+   by rank 0) before anything in the experiment folder changes;
+2. rank 0 removes a previous run's results and writes ``args.txt``; each node's local rank 0 keeps or
+   discards the journal (:mod:`dm.refine_journal`);
+3. the queries no rank has journalled are dealt round-robin to the ranks; each refines its share
+   ``refine_batch`` at a time and journals each query as it finishes;
+4. every rank sends rank 0 what it refined plus the journal entries it owns (``gather_object``: no shared
+   folder needed); rank 0 orders them by query index (loader order) and writes the finals.
+
+Each query's refinement depends only on that query, so the files equal those of one process.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dm import distributed, metrics, result_files
+from dm.refine_journal import Journal, fingerprint
+
+_logger = logging.getLogger(__name__)
+
+REFINE_MODES = (2, 3, 4)
+USER_ERRORS = (ValueError, FileNotFoundError)   # dataset, checkpoint, config and output errors
+
+
+class StopRun(Exception):
+    """A set-up error somewhere in the job: every rank stops; ``message`` is printed by rank 0 only."""
+
+    def __init__(self, message: str | None):
+        super().__init__(message or "")
+        self.message = message
+
+
+def agree(dist: distributed.Dist, fn: Callable):
+    """``fn()`` on every rank; if it fails on any rank, all ranks raise :class:`StopRun` (no rank is left
+    waiting at a later collective)."""
+    err, value = None, None
+    try:
+        value = fn()
+    except USER_ERRORS as e:
+        err = str(e)
+    errors = dist.all_gather(err)
+    failed = [(r, m) for r, m in enumerate(errors) if m is not None]
+    if failed:
+        r, m = next(((r, m) for r, m in failed if r == dist.rank), failed[0])
+        show = dist.is_main
+        raise StopRun((m if r == dist.rank or dist.world_size == 1 else f"rank {r}: {m}") if show else None)
+    return value
+
+
+def plan(n: int, done_by_rank: list, world_size: int) -> tuple[list[list[int]], dict[int, int]]:
+    """Which queries each rank refines, and which rank sends each journalled query to rank 0.
+
+    ``done_by_rank[r]``: indices journalled in rank r's folder (ranks of one node see the same folder,
+    nodes without a shared folder see different ones). Returns (per-rank lists of queries to refine,
+    index -> owning rank for the journalled ones: the lowest rank that has it)."""
+    owner: dict[int, int] = {}
+    for r, done in enumerate(done_by_rank):
+        for i in done:
+            owner.setdefault(int(i), r)
+    todo = [i for i in range(n) if i not in owner]
+    return [todo[r::world_size] for r in range(world_size)], owner
+
+
+def merge(parts: list[dict], n: int) -> list[dict]:
+    """Rank 0: the gathered ``{index: entry}`` parts -> entries in loader order (each query exactly once)."""
+    entries: dict[int, dict] = {}
+    for part in parts:
+        for i, e in part.items():
+            if i in entries:
+                raise RuntimeError(f"query {i} was sent to rank 0 twice")
+            entries[i] = e
+    missing = sorted(set(range(n)) - set(entries))
+    if missing:
+        raise RuntimeError(f"{len(missing)} queries missing after the gather (first: {missing[:5]})")
+    return [entries[i] for i in range(n)]
+
+
+def refine_queries(refine, indices: list[int], batch: int, journal: Journal, desc: str, show: bool) -> dict[int, dict]:
+    """Refine ``indices`` ``batch`` at a time, journalling each; -> {index: entry}. Per-query seconds: a
+    batch's time shared equally by its queries."""
+    out: dict[int, dict] = {}
+    B = max(1, int(batch))
+    with tqdm(total=len(indices), desc=desc, disable=not show) as bar:
+        for start in range(0, len(indices), B):
+            idx = indices[start:start + B]
+            t0 = time.perf_counter()
+            results = refine(idx)
+            dt = (time.perf_counter() - t0) / len(idx)
+            with result_files.writing(journal.folder):
+                for i, (pose, info) in zip(idx, results):
+                    out[i] = journal.record(i, pose, info, dt)
+            bar.update(len(idx))
+            last = out[idx[-1]]["info"].get("losses") or [float("nan")]
+            bar.set_postfix(loss=f"{last[0]:.3f}->{last[-1]:.3f}", s=f"{dt:.2f}")
+    return out
+
+
+def predict_sharded(predict_all, apr, split, device, dist: distributed.Dist) -> np.ndarray:
+    """(N, 3, 4) APR predictions: each rank predicts every world_size-th query, then all-gather."""
+    n = len(split)
+    mine = list(range(dist.rank, n, dist.world_size))
+    part = agree(dist, lambda: predict_all(apr, split, device, mine) if mine else np.zeros((0, 3, 4)))
+    out = np.empty((n, 3, 4), dtype=np.float64)
+    for r, p in enumerate(dist.all_gather(part)):
+        out[r::dist.world_size] = p
+    return out
+
+
+@dataclass
+class Setup:
+    expdir: Path
+    scene: object
+    apr: object
+    featnet: object
+    files: result_files.RunFiles
+    journal: Journal | None
+    previews: list[int]
+
+
+def _setup(args, device) -> Setup:
+    from dataset_loaders import load_scene
+    from dm import previews
+    from dm.direct_pose_model import load_APR_and_FeatureNet
+    if args.pose_only not in REFINE_MODES and args.pose_only != 0:
+        raise ValueError(f"pose_only={args.pose_only}: expected 0 (APR only), 2 (APR + NeFeS), 3 (pose refinement) "
+                         "or 4 (Levenberg-Marquardt pose refinement)")
+    expdir = result_files.check_writable(Path(args.basedir) / args.expname)
+    scene = load_scene(args)
+    apr, featnet = load_APR_and_FeatureNet(args, device)
+    files = result_files.RunFiles(expdir, scene.name, apr.name, args.opt_iter, args.pose_only)
+    refining = args.pose_only in REFINE_MODES
+    journal = Journal(files.journal, fingerprint(args, scene), scene.test.names) if refining else None
+    rows = previews.pick_queries(len(scene.test), args.preview_queries) if refining else []
+    return Setup(expdir, scene, apr, featnet, files, journal, rows)
+
+
+def _prepare_folder(args, s: Setup, dist: distributed.Dist) -> None:
+    from config.options import save_config
+    with result_files.writing(s.expdir):
+        if dist.is_main:
+            result_files.remove_stale(s.expdir)
+            save_config(args, s.expdir)
+        if s.journal is not None and dist.is_local_main:
+            s.journal.prepare(restart=args.restart)
+
+
+def run(args: argparse.Namespace, dist: distributed.Dist, build_refiner: Callable, predict_all: Callable) -> int:
+    """The whole job on this rank (see the module docstring); returns the exit code."""
+    device = distributed.pick_device(args.device, dist)
+    if dist.world_size > 1:
+        torch.set_num_threads(distributed.thread_share(args.num_threads, dist.local_world_size))
+    dist.init(device)
+    s = agree(dist, lambda: _setup(args, device))
+    apr_poses = predict_sharded(predict_all, s.apr, s.scene.test, device, dist)
+    refining = args.pose_only in REFINE_MODES
+    # NeFeS is loaded before the folder is touched: a bad checkpoint leaves the last run's files and journal
+    refine = agree(dist, lambda: build_refiner(args, s.scene, s.apr, s.featnet, device, apr_poses)) if refining else None
+    agree(dist, lambda: _prepare_folder(args, s, dist))
+    entries = _refine_all(args, s, dist, refine) if refining else None
+    if dist.is_main:
+        write_finals(args, s, device, dist, apr_poses, entries, refine)
+    return 0
+
+
+def _refine_all(args, s: Setup, dist: distributed.Dist, refine) -> list[dict] | None:
+    """Steps 3 and 4: -> the entries of every query in loader order on rank 0, None on the others."""
+    n = len(s.scene.test)
+    done = s.journal.load()
+    todo, owner = plan(n, dist.all_gather(sorted(done)), dist.world_size)
+    mine = todo[dist.rank]
+    if dist.is_main:
+        _logger.info("%d of %d queries already in the journal; refining %d on %d rank(s)", len(owner), n,
+                     sum(map(len, todo)), dist.world_size)
+    who = f", rank {dist.rank} of {dist.world_size}" if dist.world_size > 1 else ""
+    computed = refine_queries(refine, mine, args.refine_batch, s.journal,
+                              f"refining (pose_only={args.pose_only}{who})", dist.is_main) if mine else {}
+    part = {i: {**e, "resumed": True} for i, e in done.items() if owner.get(i) == dist.rank}
+    part.update(computed)
+    parts = dist.gather(part)
+    return merge(parts, n) if dist.is_main else None
+
+
+def _pose_writer(poses: np.ndarray):
+    return lambda tmp: metrics.save_pose_file(tmp, poses)
+
+
+def write_finals(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.ndarray, entries: list[dict] | None,
+                 refine) -> None:
+    """Rank 0: summaries on stdout; GT, frame names, APR and refined poses, plots, previews and
+    ``summary.json`` into the experiment folder (:func:`dm.result_files.publish`)."""
+    import json
+    from dm import plots, previews
+    scene, files, tag = s.scene, s.files, s.apr.name
+    gt = scene.test.poses
+    summary = {"scene": scene.name, "dataset_type": args.dataset_type, "device": str(device),
+               "pose_only": args.pose_only, "n": len(gt), "world_size": dist.world_size,
+               "threads_per_rank": torch.get_num_threads(),
+               "apr": metrics.summarize(*metrics.pose_errors(apr_poses, gt))}
+    print(metrics.format_summary(summary["apr"], name=f"{tag} (APR)"))
+    texts = {files.gt: _pose_writer(gt), files.frames: lambda tmp: Path(tmp).write_text("".join(
+        f"{n}\n" for n in scene.test.names)), files.apr_results: _pose_writer(apr_poses)}
+    figures = {}
+    if entries is not None:
+        refined = np.array([e["pose"] for e in entries], dtype=np.float64).reshape(-1, 3, 4)
+        seconds = [e["seconds"] for e in entries]
+        errs = metrics.pose_errors(refined, gt)
+        summary["refined"] = metrics.summarize(*errs)
+        summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
+                       refined_file=str(files.refined), reverted=int(sum(e["info"].get("reverted", False) for e in entries)),
+                       resumed_queries=int(sum(e.get("resumed", False) for e in entries)), previews=s.previews,
+                       query_seconds=seconds)
+        texts[files.refined] = _pose_writer(refined)
+        figures[files.figure("trajectories")] = lambda p: plots.plot_trajectories(p, gt, APR=apr_poses, refined=refined)
+        figures[files.figure("error_cdf")] = lambda p: plots.plot_error_cdf(p, APR=metrics.pose_errors(apr_poses, gt),
+                                                                            refined=errs)
+        nefes, cam = getattr(refine, "nefes", None), getattr(refine, "cam", None)
+        if s.previews and (nefes is None or cam is None):
+            _logger.warning("no previews.png: the refiner does not expose its NeFeS model and camera (nefes, cam)")
+        elif s.previews:
+            rows = previews.render_rows(nefes, cam, s.featnet, scene.test, s.previews, apr_poses, refined, device)
+            figures[files.figure("previews")] = lambda p: previews.plot_previews(p, rows, gt, apr_poses, refined)
+    texts[files.summary] = lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
+    result_files.publish(s.expdir, figures, texts)
+    if entries is not None:
+        print(metrics.format_summary(summary["refined"], name=f"{tag} + NeFeS{args.opt_iter}"))
+        print(f"refinement: {summary['seconds_per_query']:.2f} s per query on {device} x {dist.world_size}; "
+              f"results -> {files.refined}")

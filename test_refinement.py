@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from config.options import parse_args, setup_logging
+from core.errors import cli_main
 
 _logger = logging.getLogger("test_refinement")
 
@@ -78,6 +79,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     return refine
 
 
+@cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging()

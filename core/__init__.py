@@ -5,7 +5,7 @@
 * :mod:`core.frames`   the APR and NeRF frames and the conversions from the dataset frames;
 * :mod:`core.defaults` default values shared by the config parser and the code that uses them.
 
-Layering (``tests/test_layering.py``): ``core`` <- ``utils`` <- ``models``; ``core`` <- ``config`` <-
-``dataset_loaders``; ``dm``, ``data``, ``bench`` and the entry scripts sit on top. ``models`` never imports
+Layering (``tests/test_layering.py``): ``core`` <- ``utils`` <- ``models``; ``core``, ``utils`` <- ``config``
+<- ``dataset_loaders``; ``dm``, ``data``, ``bench`` and the entry scripts sit on top. ``models`` never imports
 ``config`` or ``dataset_loaders``, ``dataset_loaders`` never imports ``models``.
 """

@@ -80,9 +80,6 @@ def fingerprint(args: argparse.Namespace, scene) -> dict:
         if key in NOT_RESULT_KEYS or key in CHECKPOINT_KEYS:
             continue
         fp[key] = _jsonable(value)
-    from config.options import LEGACY_IGNORED
-    for key in LEGACY_IGNORED:
-        fp.pop(key, None)
     for key in CHECKPOINT_KEYS:
         fp[key] = file_identity(getattr(args, key, None))
     ws = scene.world_setup

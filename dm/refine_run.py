@@ -162,7 +162,7 @@ def _prepare_folder(args, s: Setup, dist: distributed.Dist) -> None:
 def run(args: argparse.Namespace, dist: distributed.Dist, build_refiner: Callable, predict_all: Callable) -> int:
     """The whole job on this rank (see the module docstring); returns the exit code."""
     device = distributed.pick_device(args.device, dist)
-    if dist.world_size > 1:
+    if dist.world_size > 1 or args.num_threads > 0:
         torch.set_num_threads(distributed.thread_share(args.num_threads, dist.local_world_size))
     dist.init(device)
     s = agree(dist, lambda: _setup(args, device))

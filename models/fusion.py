@@ -31,15 +31,12 @@ class BatchStatBatchNorm2d(nn.BatchNorm2d):
 
 def _batch_norm_per_image(y: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     """Batch-statistics BN of each image of ``y (B, C, h, w)`` on its own: the B images are folded into
-    B*C channels of one image, in the memory layout ``y`` has, so that every channel is reduced by the
-    same kernel, in the same order, as when the image is normalised alone (bit-identical results)."""
+    B*C channels of one image. The fold is made in NCHW memory: the CPU batch-norm backward of torch 2.13
+    returns wrong gradients for a channels-last fold (tests/test_refinement_batch.py checks both)."""
     B, C, h, w = y.shape
     weight, bias = bn.weight.repeat(B), bn.bias.repeat(B)
-    if y.is_contiguous():
-        return F.batch_norm(y.reshape(1, B * C, h, w), None, None, weight, bias, True, 0.0, bn.eps).view(B, C, h, w)
-    folded = y.permute(2, 3, 0, 1).reshape(h, w, B * C).permute(2, 0, 1).unsqueeze(0)   # channels-last memory
-    out = F.batch_norm(folded, None, None, weight, bias, True, 0.0, bn.eps)
-    return out[0].permute(1, 2, 0).reshape(h, w, B, C).permute(2, 3, 0, 1)
+    folded = y.contiguous().reshape(1, B * C, h, w)
+    return F.batch_norm(folded, None, None, weight, bias, True, 0.0, bn.eps).view(B, C, h, w)
 
 
 class FusionNet(nn.Module):

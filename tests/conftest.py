@@ -70,3 +70,14 @@ def tiny_models(tiny_room, tmp_path_factory):
     torch.manual_seed(0)
     save_dfnet(base / "dfnet.pt", DFNet(width=0.125))
     return base / "nefes" / "000000.tar", base / "dfnet.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_sharp_field(tiny_room, tmp_path_factory) -> Path:
+    """A tiny NeFeS trained 40 colour epochs on the tiny room (~5 s on CPU): unlike the 1-epoch
+    ``tiny_models`` field, its renders change clearly with the pose, so a loss has a clear minimum."""
+    import run_nefes
+    base = tmp_path_factory.mktemp("sharp_field")
+    assert run_nefes.main(tiny_nefes_args(tiny_room, base, "nefes", "--epochs", 40, "--i_weights", 40,
+                                          "--i_testset", 1000, "--stage1_color_only")) == 0
+    return sorted((base / "nefes").glob("*.tar"))[-1]

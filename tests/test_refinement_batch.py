@@ -30,12 +30,13 @@ def test_fusion_with_per_image_stats_equals_fusing_each_image_alone():
     alone = torch.cat([net(rgb[i:i + 1], feat[i:i + 1]) for i in range(3)])
     together = net(rgb, feat, per_image_stats=True)
     shared = net(rgb, feat)                                   # training semantics: one set of statistics
-    assert torch.equal(together, alone)                       # same kernels, same order: bit-identical
+    # a batched convolution may sum in another order than a single-image one: float32 rounding only
+    assert torch.allclose(together, alone, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(shared, alone, atol=1e-2)
     w = torch.randn_like(alone)
     (g_alone,) = torch.autograd.grad((alone * w).sum(), rgb)
     (g_together,) = torch.autograd.grad((together * w).sum(), rgb)
-    assert torch.allclose(g_together, g_alone, atol=1e-6)
+    assert torch.allclose(g_together, g_alone, atol=1e-5, rtol=1e-5)   # |g| ~ 25: float32 rounding
 
 
 @pytest.mark.parametrize("src,dst,crop", [((30, 40), (60, 80), 3), ((15, 20), (60, 80), 10), ((9, 13), (20, 31), 0)])
@@ -134,14 +135,16 @@ def test_refine_batch_gives_the_same_poses_as_one_at_a_time_end_to_end(tiny_room
         np.testing.assert_allclose(poses[3], poses[1], atol=1e-4)
 
 
-def test_lm_batch_equals_one_at_a_time_on_a_real_field(tiny_room, tiny_models):
-    """pose_only=4 through the real renderer (tiny NeFeS), starts 2 deg / 2 cm from the truth."""
+def test_lm_batch_equals_one_at_a_time_on_a_real_field(tiny_room, tiny_sharp_field):
+    """pose_only=4 through the real renderer (tiny NeFeS), starts 2 deg / 2 cm from the truth. (On a
+    field whose loss is nearly flat, float32 rounding of a batched render flips LM's accept tests and
+    one-at-a-time and batched runs drift apart by centimetres: hence a trained field.)"""
     from config.options import parse_args
     from conftest import tiny_nefes_args
     from dataset_loaders import load_scene
     from dm.refine_apr import RenderCamera
     from models.nefes import load_nefes
-    nefes_ckpt, _ = tiny_models
+    nefes_ckpt = tiny_sharp_field
     args = parse_args(tiny_nefes_args(tiny_room, "/tmp", "x", "--testskip", 1))
     scene = load_scene(args)
     nefes, _ = load_nefes(nefes_ckpt, "cpu", args)

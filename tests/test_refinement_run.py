@@ -236,7 +236,7 @@ def test_killed_run_leaves_no_stale_results_for_eval(tiny_room, tiny_models, tmp
     import dm.refine_apr
     argv = _argv(tiny_room, tiny_models, tmp_path)
     assert _run(argv) == 0                                             # opt_iter 2: DFNet_room_NeFeS2_... written
-    real, calls = dm.refine_apr.refine_with_apr, []
+    real, calls = dm.refine_apr.refine_with_apr_batch, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -244,7 +244,7 @@ def test_killed_run_leaves_no_stale_results_for_eval(tiny_room, tiny_models, tmp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(dm.refine_apr, "refine_with_apr", interrupted)
+    monkeypatch.setattr(dm.refine_apr, "refine_with_apr_batch", interrupted)   # looked up per run
     with pytest.raises(KeyboardInterrupt):
         _run(argv + ["--opt_iter", "3"])
     out = tmp_path / "exp"

@@ -92,7 +92,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
             times["data"] = time.perf_counter() - t0
     scene_dir = Path(scene_dir).resolve()
     common, info = scene_args(scene_dir, dataset_type, out / "meta")
-    common += ["--basedir", str(logs), "--device", device]
+    common += ["--basedir", str(logs), "--device", device, "--strict_config"]
     py = sys.executable
     tag = re.sub(r"[^A-Za-z0-9_.-]", "_", scene_dir.name)    # experiment folders are named after the scene
     names = dict(stage1=f"nefes_{tag}_color_only", dfnet=f"dfnet_{tag}", stage2=f"nefes_{tag}", refine=f"DFNet_NeFeS50_{tag}")

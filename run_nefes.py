@@ -25,7 +25,8 @@ def load_feature_extractor(args, device):
     if not args.pretrain_featurenet_path:
         _logger.warning("no pretrain_featurenet_path: using a RANDOMLY INITIALISED DFNet (width %g) as feature "
                         "extractor; train one with train_dfnet.py for meaningful features", args.dfnet_width)
-    return frozen_dfnet(args.pretrain_featurenet_path, device, width=args.dfnet_width, seed=args.seed)
+    return frozen_dfnet(args.pretrain_featurenet_path, device, width=args.dfnet_width, seed=args.seed,
+                        trust=args.trust_checkpoint)
 
 
 def render_test(args, scene, device, expdir: Path) -> None:
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     apply_num_threads(args)
     from dataset_loaders import load_scene
     from dataset_loaders.scene import save_pose_avg_stats
-    from models.trainer import train
+    from models.trainer import check_resume_identity, train
     device = get_device(args.device)
     try:
         if args.save_pose_avg_stats:
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
         if args.render_test:
             render_test(args, scene, device, expdir)
             return 0
+        check_resume_identity(args, scene, expdir)
         save_config(args, expdir)
         featnet = load_feature_extractor(args, device) if (args.new_schedule == 2 or not args.stage1_color_only) else None
         result = train(args, scene, featnet, device, expdir)

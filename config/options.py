@@ -6,7 +6,9 @@ Config files are the original's configargparse text files: ``key=value`` lines, 
 * keys of the original that have no effect here (``num_workers``, ``dfnet``, ``NeRFW``, ...) are accepted
   (:data:`LEGACY_KEYS`); one warning per key names it when it is set to anything but its silent value
   (the value the original configs use), and the key is dropped from the namespace so nothing can read it;
-* an unknown key in a config file gets a warning naming it (a typo on the command line is an error);
+* an unknown key in a config file gets a warning naming it and the nearest known key ("did you mean
+  learning_rate?"); ``--strict_config`` makes it an error (the demo and the tests run strict); a typo on
+  the command line is always an error;
 * a value of the wrong type is an error naming the key and the value;
 * relative paths written for the original's ``script/`` working directory (``../data/...``,
   ``../logs``) are resolved against the repository root when run from there (see :func:`resolve_path`).
@@ -17,6 +19,7 @@ Defaults shared with code that runs without the parser (hash grid, chunk sizes, 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
@@ -127,6 +130,10 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--device", type=str, default="auto", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     g.add_argument("--seed", type=int, default=0, help="base random seed")
     g.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: torch default; under torchrun: the cores divided by the ranks on this machine)")
+    g.add_argument("--strict_config", type=_bool, nargs="?", const=True, default=False,
+                   help="an unknown key in the config file is an error (default: a warning, so the original's configs keep working)")
+    g.add_argument("--trust_checkpoint", type=_bool, nargs="?", const=True, default=False,
+                   help="load checkpoints that hold Python objects beyond tensors (they can run code: only files from a source you trust)")
 
     g = p.add_argument_group("data")
     g.add_argument("--datadir", type=str, default=None, help="scene folder (meta files; images too, or under ../deepslam_data)")
@@ -251,13 +258,19 @@ def parse_args(argv=None, parser: configargparse.ArgumentParser | None = None) -
     if cfg is not None and not Path(cfg).is_file():
         parser.error(f"config file not found: {cfg}")
     args, unknown = parser.parse_known_args(argv)
+    known = [k.lstrip("-") for a in parser._actions for k in a.option_strings if k.startswith("--")]
     for item in unknown:
         key = item.split("=", 1)[0]
         if not key.startswith("-"):
             continue
+        close = difflib.get_close_matches(key.lstrip("-"), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
         if any(a == key or a.startswith(key + "=") for a in argv):
-            parser.error(f"unknown option {key}")
-        _logger.warning("config %s: unknown key '%s' ignored", cfg, key.lstrip("-"))
+            parser.error(f"unknown option {key}{hint}")
+        if args.strict_config:
+            raise ConfigError(f"config {cfg}: unknown key '{key.lstrip('-')}'{hint} (--strict_config)")
+        _logger.warning("config %s: unknown key '%s' ignored%s; --strict_config makes this an error",
+                        cfg, key.lstrip("-"), hint)
     warn_legacy(args)
     finalize(args)
     return args

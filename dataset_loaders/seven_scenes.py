@@ -77,23 +77,33 @@ def frame_ids(seq_dir: Path) -> tuple[list[int], int]:
 def _list_frames(image_root: Path, split: str, skip: int):
     """-> names (seq-KK/frame-NNNNNN), gt_idx. Skip per sequence on sorted ids, as the original."""
     split_file = image_root / SPLIT_FILES[split]
-    stems, gt_idx, offset = [], [], 0
+    stems, gt_idx, offset, counts = [], [], 0, {}
     for seq in read_split_file(split_file):
         seq_dir = image_root / f"seq-{seq:02d}"
         if not seq_dir.is_dir():
             raise DatasetError(f"{seq_dir}: sequence folder listed in {split_file} not found")
         ids, n_pose_files = frame_ids(seq_dir)
+        counts[f"seq-{seq:02d}"] = len(ids)
         ids = ids[::skip]
         stems += [f"seq-{seq:02d}/frame-{i:06d}" for i in ids]
         gt_idx += [offset + i for i in ids]
         offset += n_pose_files
+    if len(counts) > 1 and min(counts.values()) < 0.5 * max(counts.values()):
+        # an emptied or half-copied sequence folder would otherwise train / test on fewer frames silently
+        listed = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        _logger.warning("%s split: the listed sequences hold very different numbers of frames (%s); "
+                        "check for missing or partly copied sequence folders", split, listed)
     if not stems:
         raise DatasetError(f"{split_file}: zero {split} frames (no frame-*.pose.txt files in the listed sequences)")
     return stems, np.asarray(gt_idx, dtype=np.int64)
 
 
 def read_pose_file(path: Path) -> np.ndarray:
-    """A 4x4 (or 3x4) text matrix -> (3, 4) float64; one clear error for a malformed file."""
+    """A 4x4 text matrix -> (3, 4) float64; one clear error for a malformed file.
+
+    A file of 12 numbers is read as the 3x4 top of the matrix (accepted on purpose: some tools write poses
+    without the constant last row). A 4x4 whose last row is not ``0 0 0 1`` (e.g. a transposed matrix) is
+    an error."""
     try:
         vals = np.array(path.read_text().split(), dtype=np.float64)
     except FileNotFoundError:
@@ -101,9 +111,12 @@ def read_pose_file(path: Path) -> np.ndarray:
     except ValueError:
         raise DatasetError(f"{path}: pose file holds non-numeric text") from None
     if vals.size not in (12, 16):
-        raise DatasetError(f"{path}: expected a 4x4 pose matrix (16 numbers), got {vals.size} numbers")
+        raise DatasetError(f"{path}: expected a 4x4 pose matrix (16 numbers; 12 for its 3x4 top), got {vals.size} numbers")
     if not np.all(np.isfinite(vals)):
         raise DatasetError(f"{path}: pose contains NaN or infinite values")
+    if vals.size == 16 and np.abs(vals[12:] - [0, 0, 0, 1]).max() > 1e-4:
+        raise DatasetError(f"{path}: the last row of the 4x4 pose is {vals[12:].tolist()}, not [0, 0, 0, 1] "
+                           f"(a transposed matrix?)")
     return vals[:12].reshape(3, 4)
 
 

@@ -26,7 +26,7 @@ Register a builder ``fn(args, device) -> nn.Module`` in this module or in any mo
     def build_my_apr(args, device):
         net = MyNet()
         if args.pretrain_model_path:
-            net.load_state_dict(load_state_dict_file(args.pretrain_model_path))
+            net.load_state_dict(load_state_dict_file(args.pretrain_model_path, args.trust_checkpoint))
         return net   # forward(img in [0, 1]) -> (B, 12) row-major 3x4, or (B, 3, 4), or (features, pose)
 
 and run with ``--PoseEstimatorType MyAPR`` when that code lives here, or keep it in your own file
@@ -135,10 +135,11 @@ class APR(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 # ----------------------------------------------------------------------------------------------
-def load_state_dict_file(path: str | Path) -> dict:
-    """A state dict from ``path``: a bare state dict or a dict holding ``model_state_dict``."""
+def load_state_dict_file(path: str | Path, trust: bool = False) -> dict:
+    """A state dict from ``path``: a bare state dict or a dict holding ``model_state_dict``, read safely
+    (``trust``: ``--trust_checkpoint``, see :mod:`utils.checkpoint_io`)."""
     try:
-        return unwrap_state_dict(read_checkpoint(path), path)[0]
+        return unwrap_state_dict(read_checkpoint(path, trust), path)[0]
     except DFNetCheckpointError as e:
         raise APRError(str(e)) from None
 
@@ -155,8 +156,12 @@ def _checkpoint_path(args, key: str, what: str) -> str | None:
     raise APRError(f"{what}: {problem} (give a checkpoint, or --apr_random_init for a random network)")
 
 
-def _load_strict(net: nn.Module, path: str, name: str) -> None:
-    sd = load_state_dict_file(path)
+def _trust(args) -> bool:
+    return bool(getattr(args, "trust_checkpoint", False))
+
+
+def _load_strict(net: nn.Module, path: str, name: str, trust: bool = False) -> None:
+    sd = load_state_dict_file(path, trust)
     missing, unexpected = net.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise APRError(f"{path}: state dict does not match APR '{name}' "
@@ -172,7 +177,7 @@ def build_dfnet_apr(args, device) -> nn.Module:
     try:
         if path is None:
             return DFNet(width=getattr(args, "dfnet_width", 1.0)).to(device)
-        return load_dfnet(path, device)
+        return load_dfnet(path, device, trust=_trust(args))
     except DFNetCheckpointError as e:
         raise APRError(str(e)) from None
 
@@ -215,7 +220,7 @@ def build_posenet_apr(args, device) -> nn.Module:
     net = build_posenet_backbone(variant)
     path = _checkpoint_path(args, "pretrain_model_path", f"APR (PoseNet {variant})")
     if path is not None:
-        _load_strict(net, path, f"PoseNet {variant}")
+        _load_strict(net, path, f"PoseNet {variant}", _trust(args))
     return net.to(device)
 
 
@@ -234,7 +239,8 @@ def load_feature_net(args, device) -> DFNet:
         key = "pretrain_model_path"
     path = _checkpoint_path(args, key, "feature extractor (DFNet)")
     try:
-        return frozen_dfnet(path, device, width=getattr(args, "dfnet_width", 1.0), seed=getattr(args, "seed", 0))
+        return frozen_dfnet(path, device, width=getattr(args, "dfnet_width", 1.0), seed=getattr(args, "seed", 0),
+                            trust=_trust(args))
     except DFNetCheckpointError as e:
         raise APRError(str(e)) from None
 

@@ -32,7 +32,7 @@ VERSION = 1
 #: Keys that never change a refined pose: where things go, how fast, how many at a time, what is shown.
 NOT_RESULT_KEYS = frozenset({
     "help", "config", "expname", "basedir", "device", "num_threads", "refine_batch", "restart",
-    "preview_queries", "num_workers", "cache_images", "val_batch_size", "model_name", "eval",
+    "preview_queries", "num_workers", "cache_images", "val_batch_size", "model_name", "eval", "trust_checkpoint", "strict_config",
 })
 #: Checkpoint keys: fingerprinted by file content (size + hash of its ends), not by path.
 CHECKPOINT_KEYS = ("ft_path", "pretrain_model_path", "pretrain_featurenet_path")

@@ -31,6 +31,7 @@ from torch import nn
 
 from core.errors import DFNetCheckpointError
 from utils.atomic import atomic_torch_save
+from utils.checkpoint_io import load_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -330,6 +331,9 @@ def unwrap_state_dict(obj, path) -> tuple[dict, dict]:
     Raises:
         DFNetCheckpointError: ``obj`` holds no (non-empty) state dict.
     """
+    if isinstance(obj, dict) and "network_fn_state_dict" in obj:
+        raise DFNetCheckpointError(f"{path}: this is a NeFeS checkpoint (run_nefes.py .tar), not a DFNet / APR "
+                                   f"checkpoint (pretrain_model_path / pretrain_featurenet_path expect a .pt state dict)")
     if isinstance(obj, dict) and "model_state_dict" in obj:
         meta = {k: v for k, v in obj.items() if k not in ("model_state_dict", "optimizer_state_dict")}
         sd = obj["model_state_dict"]
@@ -343,18 +347,15 @@ def unwrap_state_dict(obj, path) -> tuple[dict, dict]:
     return sd, meta
 
 
-def read_checkpoint(path: str | os.PathLike) -> object:
-    """torch.load on CPU with one clear error line for a missing or unreadable file."""
-    path = Path(path) if path else None
-    if path is None or not path.is_file():
+def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> object:
+    """The checkpoint's object, read safely (:func:`utils.checkpoint_io.load_checkpoint`), one clear
+    error line for a missing, unreadable or unsafe file."""
+    if not path:
         raise DFNetCheckpointError(f"{path}: checkpoint file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DFNetCheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return load_checkpoint(path, trust, DFNetCheckpointError, "checkpoint")
 
 
-def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None) -> DFNet:
+def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None, trust: bool = False) -> DFNet:
     """Load a DFNet checkpoint strictly, in eval() mode, on ``device``.
 
     Accepts an original DFNet ``.pt`` (bare state dict, spec §7.1) or our own dict checkpoints
@@ -364,7 +365,7 @@ def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None
     Raises:
         DFNetCheckpointError: missing/corrupt file, or keys/shapes that do not match a DFNet (one line).
     """
-    sd, meta = unwrap_state_dict(read_checkpoint(path), path)
+    sd, meta = unwrap_state_dict(read_checkpoint(path, trust), path)
     try:
         inferred = infer_width(sd)
     except KeyError as e:
@@ -386,7 +387,8 @@ def load_dfnet(path: str | os.PathLike, device="cpu", width: float | None = None
     return net.to(device).eval()
 
 
-def frozen_dfnet(path: str | os.PathLike | None, device="cpu", width: float = 1.0, seed: int = 0) -> DFNet:
+def frozen_dfnet(path: str | os.PathLike | None, device="cpu", width: float = 1.0, seed: int = 0,
+                 trust: bool = False) -> DFNet:
     """The DFNet feature extractor: eval mode, every parameter frozen, on ``device``.
 
     Loaded from the checkpoint ``path`` (:func:`load_dfnet`); without one (tests, demos) a random DFNet of
@@ -394,7 +396,7 @@ def frozen_dfnet(path: str | os.PathLike | None, device="cpu", width: float = 1.
     computes the same feature targets.
     """
     if path:
-        net = load_dfnet(path, device)
+        net = load_dfnet(path, device, trust=trust)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

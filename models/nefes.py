@@ -16,7 +16,6 @@ architecture is rebuilt from the tensor shapes.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from models.appearance import AffineColorTransform
 from models.fields import FEAT_DIM, HashGridField, NeFeSMLPField
 from models.fusion import FusionNet
 from utils.atomic import atomic_torch_save
+from utils.checkpoint_io import load_checkpoint
 
 _logger = logging.getLogger(__name__)
 
@@ -169,18 +169,12 @@ def save_nefes(path, model: NeFeS, global_step: int, optimizer: torch.optim.Opti
     atomic_torch_save(checkpoint_dict(model, global_step, optimizer, **extra), path)
 
 
-def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise NeFeSCheckpointError(f"{path}: NeFeS checkpoint not found")
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # our own files may carry extra python objects passed to save_nefes(**extra)
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a corrupt file for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise NeFeSCheckpointError(f"{path}: cannot read NeFeS checkpoint ({type(e).__name__}: {first})") from None
+def _read(path: Path, trust: bool = False) -> dict:
+    ckpt = load_checkpoint(path, trust, NeFeSCheckpointError, "NeFeS checkpoint")
+    if isinstance(ckpt, dict) and "model_state_dict" in ckpt or (isinstance(ckpt, dict) and ckpt and
+                                                                 all(torch.is_tensor(v) for v in ckpt.values())):
+        raise NeFeSCheckpointError(f"{path}: this is a DFNet / APR state dict, not a NeFeS checkpoint "
+                                   f"(ft_path expects a run_nefes.py .tar with 'network_fn_state_dict')")
     if not isinstance(ckpt, dict) or "network_fn_state_dict" not in ckpt:
         raise NeFeSCheckpointError(f"{path}: not a NeFeS checkpoint (no 'network_fn_state_dict' key)")
     return ckpt
@@ -249,8 +243,9 @@ def load_nefes(path, device="cpu", args=None, strict: bool = True):
     Args:
         path: checkpoint file.
         device: target device.
-        args: optional config namespace: ``use_tcnn``, ``field_type`` (a mismatch is logged) and, for an
-            original checkpoint, ``use_fusion_res``.
+        args: optional config namespace: ``use_tcnn``, ``field_type`` (a mismatch is logged),
+            ``trust_checkpoint`` (:func:`utils.checkpoint_io.load_checkpoint`) and, for an original
+            checkpoint, ``use_fusion_res``.
         strict: missing/unexpected keys are an error (else a warning).
     Returns:
         ``(model, ckpt)``: the :class:`NeFeS` (on ``device``) and the raw checkpoint dict
@@ -259,7 +254,7 @@ def load_nefes(path, device="cpu", args=None, strict: bool = True):
         NeFeSCheckpointError: one line naming the file and the problem.
     """
     path = Path(path)
-    ckpt = _read(path)
+    ckpt = _read(path, bool(getattr(args, "trust_checkpoint", False)))
     fn_state = ckpt["network_fn_state_dict"]
     fine_state = ckpt.get("network_fine_state_dict")
     if fine_state is None:

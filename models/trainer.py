@@ -41,6 +41,7 @@ from models import losses
 from models.feature_vis import pca_image
 from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_nefes
 from utils.atomic import atomic_torch_save
+from utils.checkpoint_io import load_checkpoint
 from models.rays import patch_pixels
 from models.renderer import render_image, render_pixels
 
@@ -223,7 +224,7 @@ def resume_checkpoint(expdir: Path) -> Path | None:
     regular, interrupted = latest_checkpoint(expdir), Path(expdir) / INTERRUPTED
     if not interrupted.is_file():
         return regular
-    step = int(torch.load(interrupted, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    step = int(load_checkpoint(interrupted, error=TrainingError, what="interrupt checkpoint")["global_step"])
     return interrupted if regular is None or step > int(regular.stem) else regular
 
 
@@ -272,17 +273,41 @@ def start_or_resume(args, scene, device, expdir: Path, gen: torch.Generator):
     return model, make_optimizer(model, args.lrate), 0, f"new {model.field_type} field"
 
 
-def save_checkpoint(expdir: Path, model: NeFeS, opt, epoch: int, args, gen) -> Path:
+def run_identity(args, scene) -> dict:
+    """What an experiment folder belongs to: a rerun with the same ``expname`` resumes only if these agree."""
+    return {"scene": str(scene.name), "dataset_type": str(args.dataset_type), "df": float(args.df),
+            "field_type": str(args.field_type)}
+
+
+def check_resume_identity(args, scene, expdir: Path) -> None:
+    """Refuse (one line naming both) to resume ``expdir`` when its checkpoint was trained on another scene,
+    dataset type, ``df`` or field type; ``--no_reload`` starts over. Call before anything is written."""
+    own = None if args.no_reload else resume_checkpoint(expdir)
+    if own is None:
+        return
+    old = load_checkpoint(own, error=TrainingError, what="checkpoint").get("run_identity")
+    if not old:
+        return   # written before run identities were recorded
+    new = run_identity(args, scene)
+    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
+    if diff:
+        raise TrainingError(f"{expdir} holds a run of another setup ({'; '.join(diff)}): use another expname, "
+                            f"or --no_reload to start over in this folder")
+
+
+def save_checkpoint(expdir: Path, model: NeFeS, opt, epoch: int, args, gen, identity: dict | None = None) -> Path:
     """``NNNNNN.tar`` at the end of ``epoch``; a stale ``interrupted.tar`` (an earlier epoch) is removed."""
     path = expdir / f"{epoch:06d}.tar"
-    save_nefes(path, model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen))
+    save_nefes(path, model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen),
+               run_identity=identity)
     (expdir / INTERRUPTED).unlink(missing_ok=True)
     return path
 
 
-def snapshot(model: NeFeS, opt, epoch: int, args, gen) -> dict:
+def snapshot(model: NeFeS, opt, epoch: int, args, gen, identity: dict | None = None) -> dict:
     """An in-memory copy of the checkpoint at the end of ``epoch`` (what ``interrupted.tar`` receives)."""
-    return copy.deepcopy(checkpoint_dict(model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen)))
+    return copy.deepcopy(checkpoint_dict(model, epoch, opt, new_schedule=args.new_schedule, rng_state=_rng_state(gen),
+                                         run_identity=identity))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,6 +357,7 @@ class _Log:
 def train(args, scene, featnet, device, expdir: Path) -> dict:
     """Train one run (stage 1, or stages 2+3) and return the final validation metrics."""
     expdir.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(args, scene)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -376,10 +402,10 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
                              means["total"], means["psnr"])
             is_last = epoch == sched.last_epoch
             if (epoch > 0 and epoch % args.i_weights == 0) or is_last:
-                save_checkpoint(expdir, model, opt, epoch, args, gen)
+                save_checkpoint(expdir, model, opt, epoch, args, gen, identity)
                 completed = None
             else:
-                completed = snapshot(model, opt, epoch, args, gen)
+                completed = snapshot(model, opt, epoch, args, gen, identity)
             if (epoch > 0 and epoch % args.i_testset == 0) or is_last:
                 model.eval()
                 result = render_views(model, val_t, args, expdir / f"val_{epoch:06d}",

@@ -56,7 +56,7 @@ def tiny_nefes_args(datadir, basedir, expname, *extra) -> list:
     """Command-line arguments of a tiny NeFeS run on ``datadir`` (the tiny synthetic room)."""
     return ["--datadir", str(datadir), "--dataset_type", "7Scenes", "--basedir", str(basedir), "--expname", expname,
             "--df", "1", "--tinyscale", "2", "--trainskip", "2", "--testskip", "2", "--transient_at_test",
-            "--dfnet_width", "0.125", *TINY_FIELD, *map(str, extra)]
+            "--dfnet_width", "0.125", "--strict_config", *TINY_FIELD, *map(str, extra)]
 
 
 @pytest.fixture(scope="session")

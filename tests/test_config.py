@@ -209,3 +209,20 @@ def test_entry_points_turn_config_errors_into_one_line_and_exit_2(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and lines == ["error: hist_bin=5: only 10 bins are supported (the ACT takes 10 inputs)"], \
             (entry, r.returncode, r.stderr[-1000:])
+
+
+def test_misspelled_config_key_suggests_the_nearest_and_strict_makes_it_an_error(tmp_path, caplog):
+    """issue 14: ``learing_rate`` in a config file used to warn and run with the default."""
+    import pytest
+    from core.errors import ConfigError
+    cfg = tmp_path / "c.txt"
+    cfg.write_text("learing_rate = 3e-5\n")
+    with caplog.at_level(logging.WARNING):
+        args = options.parse_args(["--config", str(cfg)])
+    assert args.learning_rate == 1e-5                                      # the original's behaviour: a warning
+    assert "did you mean learning_rate?" in caplog.text and "--strict_config" in caplog.text
+    with pytest.raises(ConfigError, match="unknown key 'learing_rate' .did you mean learning_rate.."):
+        options.parse_args(["--config", str(cfg), "--strict_config"])
+    cfg.write_text("strict_config = True\nlearing_rate = 3e-5\n")           # strict from the file itself
+    with pytest.raises(ConfigError, match="learing_rate"):
+        options.parse_args(["--config", str(cfg)])

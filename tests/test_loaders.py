@@ -349,3 +349,35 @@ def test_colmap_loader_reproduces_paper_test_gt(shared_ref, tmp_path):
     assert len(s.test) == 2000 and s.focal == pytest.approx(526.22 * 64 / 64 / 2)
     assert np.abs(s.test.poses.reshape(-1, 12) - gt).max() < 1e-6
     assert s.test.gt_idx.tolist() == list(range(2000))
+
+
+def test_seven_scenes_pose_file_of_12_numbers_is_its_3x4_top(tmp_path):
+    """issue 14: decided and documented: a pose file without the constant last row is accepted."""
+    from dataset_loaders.seven_scenes import read_pose_file
+    fake = F.make_7scenes(tmp_path)
+    path = fake.image_root / "seq-01" / "frame-000006.pose.txt"
+    full = read_pose_file(path)
+    rows = path.read_text().split()
+    path.write_text(" ".join(rows[:12]) + "\n")
+    np.testing.assert_array_equal(read_pose_file(path), full)
+    load_scene(F.make_args(fake.datadir, "7Scenes"))                     # the loader takes it too
+
+
+def test_seven_scenes_transposed_pose_matrix_is_an_error(tmp_path):
+    fake = F.make_7scenes(tmp_path)
+    path = fake.image_root / "seq-01" / "frame-000006.pose.txt"
+    M = np.array(path.read_text().split(), dtype=float).reshape(4, 4)
+    M[:3, 3] = [0.5, -0.2, 1.0]
+    path.write_text("\n".join(" ".join(map(str, r)) for r in M.T) + "\n")
+    _err(F.make_args(fake.datadir, "7Scenes"), path, "not [0, 0, 0, 1]")
+
+
+def test_an_emptied_sequence_folder_is_reported_with_the_counts(tmp_path, caplog):
+    import logging
+    fake = F.make_7scenes(tmp_path)
+    for p in (fake.image_root / "seq-01").glob("*.pose.txt"):
+        p.unlink()
+    with caplog.at_level(logging.WARNING):
+        scene = load_scene(F.make_args(fake.datadir, "7Scenes"))
+    assert "seq-02: 5, seq-01: 0" in caplog.text and "train split" in caplog.text
+    assert len(scene.train) == 5

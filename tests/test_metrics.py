@@ -262,3 +262,38 @@ def test_paper_result_averages_match_spec(paper_tables):
         assert d["mean_of_rounded_t"] == pytest.approx(cells[:, 0].mean(), abs=1e-12)
     text = metrics.format_paper_tables(paper_tables)
     assert "Table 1" in text and "Table 2" in text and "0.0231" in text and "0.3521" in text
+
+
+def _pose_row(R, t=(0.1, 0.2, 0.3)):
+    return " ".join(f"{v:.9g}" for v in np.concatenate([np.asarray(R, float), np.asarray(t, float)[:, None]], 1).ravel())
+
+
+@pytest.mark.parametrize("R, message", [
+    (np.zeros((3, 3)), "row 2: the 3x3 block is not a rotation"),
+    (2 * np.eye(3), "row 2: the 3x3 block is not a rotation"),
+    (np.diag([1.0, 1.0, -1.0]), "row 2: the 3x3 block is a reflection"),
+])
+def test_pose_file_rows_that_are_not_rotations_are_rejected(tmp_path, R, message):
+    """issue 14: a zero, scaled or mirrored 3x3 block would score 0 deg against itself."""
+    path = tmp_path / "pred.txt"
+    path.write_text(_pose_row(np.eye(3)) + "\n" + _pose_row(R) + "\n")
+    with pytest.raises(PoseFileError, match=message):
+        metrics.load_pose_file(path)
+
+
+def test_pose_files_with_float32_rounded_rotations_are_accepted(tmp_path):
+    """The paper's refined files have |R R^T - I| up to ~1.3e-3: they must keep loading."""
+    R = np.eye(3) + 1.5e-3 * np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1.0]])
+    path = tmp_path / "pred.txt"
+    path.write_text(_pose_row(R) + "\n")
+    assert metrics.load_pose_file(path).shape == (1, 3, 4)
+
+
+def test_eval_rejects_a_gt_with_a_zero_rotation(tmp_path, capsys):
+    import eval as eval_script
+    good, bad = tmp_path / "pred.txt", tmp_path / "gt.txt"
+    good.write_text(_pose_row(np.eye(3)) + "\n")
+    bad.write_text(_pose_row(np.zeros((3, 3))) + "\n")
+    assert eval_script.main(["--pred", str(good), "--gt", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "gt.txt: row 1" in err and "Traceback" not in err

@@ -1,0 +1,26 @@
+"""An experiment folder belongs to one setup (issue 14): the same ``expname`` on another scene, dataset
+type, ``df`` or field type must not silently resume the old run's checkpoint and overwrite its args.txt."""
+import shutil
+
+import run_nefes
+from conftest import tiny_nefes_args
+
+
+def test_same_expname_on_another_scene_is_refused_with_both_names(tiny_room, tmp_path, capsys, one_thread):
+    other = tmp_path / "other_room"
+    shutil.copytree(tiny_room, other)
+    base = tmp_path / "logs"
+    run = lambda data, *extra: run_nefes.main(tiny_nefes_args(data, base, "exp", "--epochs", 1, "--i_weights", 1,
+                                                              "--i_testset", 5, "--stage1_color_only", *extra))
+    assert run(tiny_room) == 0
+    args_txt = (base / "exp" / "args.txt").read_text()
+    capsys.readouterr()
+    assert run(other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "room" in err[0] and "other_room" in err[0] and "--no_reload" in err[0], err
+    assert (base / "exp" / "args.txt").read_text() == args_txt          # nothing overwritten
+    assert run(tiny_room, "--df", "2") == 2                                  # another working size
+    assert "df 1.0 -> 2.0" in capsys.readouterr().err
+    assert run(tiny_room, "--epochs", 2) == 0                                # the same setup resumes
+    assert run(other, "--no_reload") == 0                                    # starting over is explicit
+    assert str(other) in (base / "exp" / "args.txt").read_text()

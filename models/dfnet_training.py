@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from core import geometry
 from models.dfnet import DFNet, read_checkpoint, save_dfnet
-from utils.atomic import atomic_torch_save
+from utils.atomic import atomic_torch_save, remove_stale_temp_files
 
 _logger = logging.getLogger(__name__)
 
@@ -389,6 +389,7 @@ def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cf
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(out_dir)
     device = device or next(net.parameters()).device
     net.to(device=device, memory_format=_memory_format(cfg)).train()
     if (cfg.uses_renders or cfg.rvs_loss_w > 0) and render_fn is None:

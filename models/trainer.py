@@ -40,7 +40,7 @@ from core.errors import TrainingError
 from models import losses
 from models.feature_vis import pca_image
 from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_nefes
-from utils.atomic import atomic_torch_save
+from utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temp_files
 from utils.checkpoint_io import load_checkpoint
 from models.rays import patch_pixels
 from models.renderer import render_image, render_pixels
@@ -353,10 +353,26 @@ class _Log:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def truncate(self, first_epoch: int) -> None:
+        """Drop the records of epochs >= ``first_epoch`` (a resumed run writes them again), so a log
+        never holds an epoch twice after restarts."""
+        import json
+        if not self.path.is_file():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("epoch", -1)) < first_epoch:
+                    keep.append(line)
+            except (ValueError, AttributeError):
+                continue   # a line cut by a kill
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
+
 
 def train(args, scene, featnet, device, expdir: Path) -> dict:
     """Train one run (stage 1, or stages 2+3) and return the final validation metrics."""
     expdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(expdir)
     identity = run_identity(args, scene)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -371,6 +387,7 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
     train_t = build_targets(scene.train, scene, args.tinyscale, featnet if needs_feat else None, device)
     val_t = build_targets(scene.test, scene, args.tinyscale, None, device)
     log = _Log(expdir / "train_log.jsonl")
+    log.truncate(start)
     n = len(train_t.c2w_nerf)
     n_iter = math.ceil(n / args.batch_size)
     result = {}

@@ -45,3 +45,26 @@ def test_file_set_appears_whole_or_not_at_all(tmp_path):
         assert (tmp_path / "b.txt").read_text() == "old b\n"          # nothing moves before commit
         assert files.commit() == [tmp_path / "a.txt", tmp_path / "b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"] and (tmp_path / "b.txt").read_text() == "new b\n"
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed_at_start(tiny_room, tmp_path, one_thread):
+    """issue 14: each kill during a checkpoint write left a hidden .NNNNNN.tar.*.tmp forever."""
+    import os
+    import time
+    import run_nefes
+    from conftest import tiny_nefes_args
+    from utils.atomic import remove_stale_temp_files
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    old, fresh, other = exp / ".000003.tar.abc123.tmp", exp / ".000004.tar.def456.tmp", exp / "keep.tmp"
+    for p in (old, fresh, other):
+        p.write_bytes(b"x" * 1000)
+    past = time.time() - 3600
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert remove_stale_temp_files(exp) == [old]                       # a concurrent writer's file stays
+    assert fresh.exists() and other.exists()
+    os.utime(fresh, (past, past))
+    assert run_nefes.main(tiny_nefes_args(tiny_room, tmp_path, "exp", "--epochs", 1, "--i_weights", 1,
+                                          "--i_testset", 5, "--stage1_color_only")) == 0
+    assert not fresh.exists() and other.exists()

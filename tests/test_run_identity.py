@@ -24,3 +24,18 @@ def test_same_expname_on_another_scene_is_refused_with_both_names(tiny_room, tmp
     assert run(tiny_room, "--epochs", 2) == 0                                # the same setup resumes
     assert run(other, "--no_reload") == 0                                    # starting over is explicit
     assert str(other) in (base / "exp" / "args.txt").read_text()
+
+
+def test_train_log_holds_each_epoch_once_after_a_resume(tiny_room, tmp_path, one_thread):
+    """issue 14: train_log.jsonl got duplicate epoch rows after restarts."""
+    import json
+    base = tmp_path / "logs"
+    argv = tiny_nefes_args(tiny_room, base, "exp", "--epochs", 3, "--i_weights", 1, "--i_testset", 50,
+                           "--stage1_color_only")
+    assert run_nefes.main(argv) == 0
+    (base / "exp" / "000002.tar").unlink()
+    (base / "exp" / "000001.tar").unlink()                                  # as if killed after epoch 0's save
+    assert run_nefes.main(argv) == 0                                          # resumes at epoch 1
+    epochs = [json.loads(line)["epoch"] for line in (base / "exp" / "train_log.jsonl").read_text().splitlines()
+              if "phase" in json.loads(line)]
+    assert epochs == [0, 1, 2]

@@ -71,3 +71,31 @@ class AtomicFileSet:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.discard()   # after commit() nothing is left to discard
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, min_age_s: float = 60.0) -> list[Path]:
+    """Delete the temporary files (``.<name>.XXXX.tmp``) a killed run left in ``folder``; -> removed paths.
+
+    A run killed during a write never leaves a truncated target, but its temporary file stays behind
+    (a checkpoint's is megabytes). Files younger than ``min_age_s`` are kept: they may belong to a run
+    that is writing right now in the same folder.
+    """
+    import logging
+    import time
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, removed, size = time.time(), [], 0
+    for p in folder.glob(".*.tmp"):
+        try:
+            st = p.stat()
+            if p.is_file() and now - st.st_mtime >= min_age_s:
+                p.unlink()
+                removed.append(p)
+                size += st.st_size
+        except OSError:
+            continue
+    if removed:
+        logging.getLogger(__name__).info("removed %d stale temporary file(s) (%.1f MB) left by an interrupted run in %s",
+                                         len(removed), size / 2 ** 20, folder)
+    return removed

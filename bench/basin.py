@@ -29,6 +29,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ class SceneContext:
         if start == "apr":
             return self.apr_poses
         deg, pct = parse_start(start)
-        return perturb(self.gt, deg, pct / 100 * self.spread, seed=hash((self.spec.seed, start)) % 2 ** 32)
+        return perturb(self.gt, deg, pct / 100 * self.spread, seed=zlib.crc32(f"{self.spec.seed}/{start}".encode()))   # not hash(): str hashes change per process
 
     def refine(self, overrides: list, starts: np.ndarray, batch: int) -> tuple[np.ndarray, float, list]:
         """Refine the queries from ``starts``; -> (poses (n, 3, 4), seconds per query, infos)."""

@@ -81,3 +81,24 @@ def tiny_sharp_field(tiny_room, tmp_path_factory) -> Path:
     assert run_nefes.main(tiny_nefes_args(tiny_room, base, "nefes", "--epochs", 40, "--i_weights", 40,
                                           "--i_testset", 1000, "--stage1_color_only")) == 0
     return sorted((base / "nefes").glob("*.tar"))[-1]
+
+
+def refinement_problem(datadir, nefes_ckpt):
+    """What a direct-refinement test needs on the tiny room, every test frame:
+    dict(nefes (frozen), cam (RenderCamera, 8+4 samples), gt (N, 3, 4), hists (N, 10), fused (the fused
+    maps at the true poses, render size), working (H, W))."""
+    from config.options import parse_args
+    from dataset_loaders import load_scene
+    from dm.refine_apr import RenderCamera
+    from models.nefes import load_nefes
+    args = parse_args(tiny_nefes_args(datadir, "/tmp", "x", "--testskip", 1))
+    scene = load_scene(args)
+    nefes, _ = load_nefes(nefes_ckpt, "cpu", args)
+    nefes.requires_grad_(False)
+    h, w, f = scene.render_size(args.tinyscale)
+    cam = RenderCamera(h, w, f, scene.near, scene.far, scene.world_setup, 8, 4, True)
+    gt = torch.as_tensor(scene.test.poses, dtype=torch.float32)
+    hists = torch.stack([scene.test[i]["hist"] for i in range(len(gt))])
+    with torch.no_grad():
+        fused = cam.render(nefes, gt, hists)["fused"]
+    return dict(nefes=nefes, cam=cam, gt=gt, hists=hists, fused=fused, working=(scene.H, scene.W))

@@ -139,23 +139,10 @@ def test_lm_batch_equals_one_at_a_time_on_a_real_field(tiny_room, tiny_sharp_fie
     """pose_only=4 through the real renderer (tiny NeFeS), starts 2 deg / 2 cm from the truth. (On a
     field whose loss is nearly flat, float32 rounding of a batched render flips LM's accept tests and
     one-at-a-time and batched runs drift apart by centimetres: hence a trained field.)"""
-    from config.options import parse_args
-    from conftest import tiny_nefes_args
-    from dataset_loaders import load_scene
-    from dm.refine_apr import RenderCamera
-    from models.nefes import load_nefes
-    nefes_ckpt = tiny_sharp_field
-    args = parse_args(tiny_nefes_args(tiny_room, "/tmp", "x", "--testskip", 1))
-    scene = load_scene(args)
-    nefes, _ = load_nefes(nefes_ckpt, "cpu", args)
-    nefes.requires_grad_(False)
-    h, w, f = scene.render_size(args.tinyscale)
-    cam = RenderCamera(h, w, f, scene.near, scene.far, scene.world_setup, 8, 4, True)
-    gt = torch.as_tensor(scene.test.poses, dtype=torch.float32)
-    hists = torch.stack([scene.test[i]["hist"] for i in range(len(gt))])
-    with torch.no_grad():
-        targets = torch.nn.functional.interpolate(cam.render(nefes, gt, hists)["fused"], size=(scene.H, scene.W),
-                                                  mode="bilinear", align_corners=False)
+    from conftest import refinement_problem
+    p = refinement_problem(tiny_room, tiny_sharp_field)
+    nefes, cam, gt, hists = p["nefes"], p["cam"], p["gt"], p["hists"]
+    targets = torch.nn.functional.interpolate(p["fused"], size=p["working"], mode="bilinear", align_corners=False)
     inits = torch.stack([_perturbed(gt[i], deg=2.0, metres=0.02, seed=i) for i in range(len(gt))])
     s = LMSettings(opt_iter=4, crop=2)
     together = refine_pose_lm_batch(inits, nefes, hists, targets, cam, s)

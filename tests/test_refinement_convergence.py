@@ -16,23 +16,11 @@ from test_refinement_loop import _errors, _perturbed
 
 @pytest.fixture(scope="module")
 def problem(tiny_room, tiny_sharp_field):
-    from config.options import parse_args
-    from conftest import tiny_nefes_args
-    from dataset_loaders import load_scene
-    from dm.refine_apr import RenderCamera
-    from models.nefes import load_nefes
-    args = parse_args(tiny_nefes_args(tiny_room, "/tmp", "x", "--testskip", 1))
-    scene = load_scene(args)
-    nefes, _ = load_nefes(tiny_sharp_field, "cpu", args)
-    nefes.requires_grad_(False)
-    h, w, f = scene.render_size(args.tinyscale)
-    cam = RenderCamera(h, w, f, scene.near, scene.far, scene.world_setup, 8, 4, True)
-    gt = torch.as_tensor(scene.test.poses, dtype=torch.float32)
-    hists = torch.stack([scene.test[i]["hist"] for i in range(len(gt))])
-    with torch.no_grad():
-        fused = cam.render(nefes, gt, hists)["fused"]
+    from conftest import refinement_problem
+    p = refinement_problem(tiny_room, tiny_sharp_field)
+    gt = p["gt"]
     inits = torch.stack([_perturbed(gt[i], deg=5.0, metres=0.05, seed=10 + i) for i in range(len(gt))])
-    return dict(nefes=nefes, cam=cam, gt=gt, hists=hists, fused=fused, inits=inits, working=(scene.H, scene.W))
+    return {**p, "inits": inits}
 
 
 def _median_errors(poses, gt):

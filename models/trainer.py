@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import frames
-from core.errors import TrainingError
+from core.errors import NeFeSCheckpointError, TrainingError
 from models import losses
 from models.feature_vis import pca_image
 from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_nefes
@@ -224,8 +224,40 @@ def resume_checkpoint(expdir: Path) -> Path | None:
     regular, interrupted = latest_checkpoint(expdir), Path(expdir) / INTERRUPTED
     if not interrupted.is_file():
         return regular
-    step = int(load_checkpoint(interrupted, error=TrainingError, what="interrupt checkpoint")["global_step"])
+    try:
+        step = int(load_checkpoint(interrupted, error=TrainingError, what="interrupt checkpoint")["global_step"])
+    except (TrainingError, KeyError, TypeError, ValueError) as e:
+        _logger.warning("ignoring unreadable %s (%s)", interrupted, e)
+        return regular
     return interrupted if regular is None or step > int(regular.stem) else regular
+
+
+def _resume_candidates(expdir: Path) -> list[Path]:
+    """What a rerun may resume from, best first: :func:`resume_checkpoint`, then the older epochs."""
+    first = resume_checkpoint(expdir)
+    if first is None:
+        return []
+    older = sorted((p for p in Path(expdir).glob("*.tar") if p.stem.isdigit() and p != first), reverse=True)
+    return [first] + older
+
+
+def _load_resumable(expdir: Path, device, args):
+    """(path, model, ckpt) of the newest checkpoint in ``expdir`` that loads; a corrupt newer one is
+    skipped with a warning naming it (a kill cannot truncate our atomic writes, but a disk can fail)."""
+    errors = []
+    for path in _resume_candidates(expdir):
+        try:
+            model, ckpt = load_nefes(path, device, args)
+        except NeFeSCheckpointError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            _logger.warning("could not load %d newer checkpoint(s) (%s); resuming from %s instead",
+                            len(errors), "; ".join(errors), path)
+        return path, model, ckpt
+    if errors:
+        raise TrainingError(f"no checkpoint in {expdir} can be loaded ({errors[0]}); --no_reload starts over")
+    return None, None, None
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -253,9 +285,8 @@ def start_or_resume(args, scene, device, expdir: Path, gen: torch.Generator):
     Order: own last checkpoint (resume exactly: weights, Adam, RNG, epoch) unless ``no_reload``;
     else ``ft_path`` (weights only, counter 0, fresh Adam: the stage-2 start); else a new model.
     """
-    own = None if args.no_reload else resume_checkpoint(expdir)
+    own, model, ckpt = (None, None, None) if args.no_reload else _load_resumable(expdir, device, args)
     if own is not None:
-        model, ckpt = load_nefes(own, device, args)
         if ckpt.get("new_schedule", args.new_schedule) != args.new_schedule:
             raise TrainingError(f"{own} was written by a new_schedule={ckpt.get('new_schedule')} run; "
                                 f"use another expname or --no_reload")
@@ -282,10 +313,16 @@ def run_identity(args, scene) -> dict:
 def check_resume_identity(args, scene, expdir: Path) -> None:
     """Refuse (one line naming both) to resume ``expdir`` when its checkpoint was trained on another scene,
     dataset type, ``df`` or field type; ``--no_reload`` starts over. Call before anything is written."""
-    own = None if args.no_reload else resume_checkpoint(expdir)
-    if own is None:
+    if args.no_reload:
         return
-    old = load_checkpoint(own, error=TrainingError, what="checkpoint").get("run_identity")
+    old = None
+    for path in _resume_candidates(expdir):   # the newest readable one (a corrupt one is skipped at resume)
+        try:
+            old = load_checkpoint(path, error=TrainingError, what="checkpoint")
+            break
+        except TrainingError:
+            continue
+    old = old.get("run_identity") if isinstance(old, dict) else None
     if not old:
         return   # written before run identities were recorded
     new = run_identity(args, scene)

@@ -39,3 +39,19 @@ def test_train_log_holds_each_epoch_once_after_a_resume(tiny_room, tmp_path, one
     epochs = [json.loads(line)["epoch"] for line in (base / "exp" / "train_log.jsonl").read_text().splitlines()
               if "phase" in json.loads(line)]
     assert epochs == [0, 1, 2]
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_room, tmp_path, caplog, one_thread):
+    """issue 14: a corrupt latest checkpoint was one clear line, but resuming did not fall back."""
+    import logging
+    base = tmp_path / "logs"
+    argv = tiny_nefes_args(tiny_room, base, "exp", "--epochs", 3, "--i_weights", 1, "--i_testset", 50,
+                           "--stage1_color_only")
+    assert run_nefes.main(argv) == 0
+    latest = base / "exp" / "000002.tar"
+    latest.write_bytes(latest.read_bytes()[:5000])                           # a disk fault
+    with caplog.at_level(logging.WARNING):
+        assert run_nefes.main(argv) == 0
+    assert "000002.tar" in caplog.text and "resuming from" in caplog.text and "000001.tar instead" in caplog.text
+    from models.nefes import load_nefes
+    assert load_nefes(latest, "cpu")[1]["global_step"] == 2                    # epoch 2 trained again

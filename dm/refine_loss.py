@@ -161,30 +161,3 @@ class FeatureResidual:
         radial = (dy * y_unit).sum((-2, -1), keepdim=True)
         return (dy - radial * y_unit) / n[:, None, :, None, None]
 
-
-class ImageResidual:
-    """Photometric residual of B queries at the render size, the colour counterpart of
-    :class:`FeatureResidual`: the rendered (ACT) colour ``x (N, 3, h, w)``, bicubically upsampled, blurred
-    and cropped like the features, against the query image. In orthonormal coordinates ``r = y - s``
-    with ``y = R_h x R_wᵀ``, ``s = Q_hᵀ crop(G img Gᵀ) Q_w``; ``|r|²`` is the squared error over the cropped
-    working-size pixels up to a constant (the part of the image the upsampled render cannot reach).
-    """
-
-    def __init__(self, images: torch.Tensor, in_hw: tuple[int, int], crop: int, sigma: float = 0.0):
-        B, C, H, W = images.shape
-        dev, dt = images.device, images.dtype
-        Gh, Gw = _gaussian_matrix(H, sigma, dev.type), _gaussian_matrix(W, sigma, dev.type)
-        Mh = (Gh @ _bicubic_matrix(in_hw[0], H, dev.type))[crop:H - crop]
-        Mw = (Gw @ _bicubic_matrix(in_hw[1], W, dev.type))[crop:W - crop]
-        Qh, Rh = torch.linalg.qr(Mh)
-        Qw, Rw = torch.linalg.qr(Mw)
-        t = crop_border(Gh @ images.double() @ Gw.t(), crop)
-        self.s = (Qh.t() @ t @ Qw).to(dt)
-        self.n_pixels = C * (H - 2 * crop) * (W - 2 * crop)
-        self.Rh, self.RwT = Rh.to(dt), Rw.t().contiguous().to(dt)
-
-    def residual(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        return self.Rh @ x @ self.RwT - self.s[q]
-
-    def jacobian(self, dx: torch.Tensor) -> torch.Tensor:
-        return self.Rh @ dx @ self.RwT

@@ -56,7 +56,8 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
-    lm_s = LMSettings(args.opt_iter, crop=args.refine_crop, blur=tuple(args.lm_blur), lambda_init=args.lm_lambda)
+    lm_s = LMSettings(args.opt_iter, crop=args.refine_crop, blur=tuple(args.lm_blur), lambda_init=args.lm_lambda,
+                      feature=args.lm_feature, color=args.lm_color)
     copies = APRCopies(apr)
 
     def refine(indices):
@@ -70,7 +71,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
             return refine_with_apr_batch(copies, nefes, imgs, hists, targets, cam, apr_s)
         if args.pose_only == 3:
             return refine_pose_batch(init, nefes, hists, targets, cam, pose_s)
-        return refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s)
+        return refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s, images=imgs)
 
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from dm.refine_loss import FeatureResidual, check_crop
+from dm.refine_loss import ColorResidual, FeatureResidual, check_crop
 from core import geometry
 
 
@@ -39,6 +39,8 @@ class LMSettings:
     lambda_init: float = 1e-2            # initial Marquardt damping
     fd_step: float = 1e-3                # forward-difference step: radians; x median depth for metres
     min_step: float = 1e-5               # stop when |δ| (rad, and metres / depth) falls below this
+    feature: float = 1.0                 # weight of the paper's feature loss
+    color: float = 0.0                   # weight of the photometric term (0: the paper's loss alone)
 
 
 def _right_update(T: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -49,45 +51,96 @@ def _right_update(T: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 
 class _Renderer:
-    """Fused maps of many poses at once (float32 renders, float64 poses), no autograd."""
+    """Fused maps and colour of many poses at once (float32 renders, float64 poses), no autograd."""
 
     def __init__(self, nefes, cam, hists):
         self.nefes, self.cam, self.hists = nefes, cam, hists
 
     @torch.no_grad()
-    def __call__(self, T: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> fused (N, C, h, w), median depth per render (N,) in APR units."""
+    def __call__(self, T: torch.Tensor, q: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+        """-> (fused (N, C, h, w), rgb (N, 3, h, w) or None), median depth per render (N,) in APR units."""
         hist = None if self.hists is None else self.hists[q]
         out = self.cam.render(self.nefes, T.float(), hist)
         scale = getattr(getattr(self.cam, "world_setup", None), "scale", 1.0)
         depth = out["depth"].flatten(1).median(1).values / scale if "depth" in out else torch.ones(len(q))
-        return out["fused"], depth.double()
+        return (out["fused"], out.get("rgb")), depth.double()
+
+
+class _Objective:
+    """One coarse-to-fine stage's least-squares objective: ``feature`` x the paper's feature loss plus
+    ``color`` x the photometric one (either weight may be 0). Maps are (fused, rgb)."""
+
+    def __init__(self, targets, images, hw, crop: int, sigma: float, feature: float, color: float):
+        self.wf = feature
+        self.feat = FeatureResidual(targets, hw, crop, sigma=sigma) if feature > 0 else None
+        self.col = ColorResidual(images, hw, crop, sigma, color) if color > 0 else None
+
+    def residual(self, maps: tuple, q: torch.Tensor) -> tuple:
+        r, n = self.feat.residual(maps[0], q) if self.feat is not None else (None, None)
+        return r, n, (self.col.residual(maps[1], q) if self.col is not None else None)
+
+    def loss(self, res: tuple, q: torch.Tensor) -> torch.Tensor:
+        loss = torch.zeros(len(q), dtype=torch.float64, device=q.device)
+        if self.feat is not None:
+            loss = loss + self.wf * self.feat.loss(res[0], q).double()
+        if self.col is not None:
+            loss = loss + self.col.loss(res[2]).double()
+        return loss
+
+    def _feature_scale(self, res: tuple) -> float:
+        return math.sqrt(self.wf / res[0].shape[1])   # FeatureResidual.loss is a mean over channels
+
+    def jacobian(self, dmaps: tuple, res: tuple, q: torch.Tensor) -> torch.Tensor:
+        """(N, 6, M) Jacobian of the stacked residual (scaled so ½|r|² is the loss up to a constant)."""
+        parts = []
+        if self.feat is not None:
+            parts.append(self.feat.jacobian(dmaps[0], res[0], res[1], q).flatten(2).double() * self._feature_scale(res))
+        if self.col is not None:
+            parts.append(self.col.jacobian(dmaps[1]).flatten(2).double())
+        return torch.cat(parts, dim=2)
+
+    def stacked(self, res: tuple) -> torch.Tensor:
+        parts = []
+        if self.feat is not None:
+            parts.append(res[0].flatten(1).double() * self._feature_scale(res))
+        if self.col is not None:
+            parts.append(res[2].flatten(1).double())
+        return torch.cat(parts, dim=1)
 
 
 def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | None, targets: torch.Tensor, cam,
-                         s: LMSettings) -> list[tuple[torch.Tensor, dict]]:
+                         s: LMSettings, images: torch.Tensor | None = None) -> list[tuple[torch.Tensor, dict]]:
     """Refine B APR-frame poses (B, 3, 4) from their initial values.
 
     Args:
         targets: (B, 128, H, W) DFNet level-0 features of the queries at the working size.
         hists: (B, 10) their histograms. cam: :class:`dm.refine_apr.RenderCamera` (or a stand-in with
-            ``render(nefes, c2w (N,3,4), hist (N,10)) -> {"fused": (N,C,h,w), ["depth": (N,h,w)]}``).
+            ``render(nefes, c2w (N,3,4), hist (N,10)) -> {"fused": (N,C,h,w), ["rgb": (N,3,h,w)], ["depth": (N,h,w)]}``).
+        images: (B, 3, H, W) the queries in [0, 1]; needed when ``s.color > 0``.
     Returns:
-        per query ((3, 4) refined pose, info: ``losses`` (paper loss after every iteration, the first
-        entry at the start), ``steps`` (accepted), ``cond``, ``stopped`` (iteration at which it stopped)).
+        per query ((3, 4) refined pose, info: ``losses`` (loss after every iteration, the first entry at
+        the start), ``steps`` (accepted), ``cond``, ``stopped`` (iteration at which it stopped)).
     """
     H, W = targets.shape[-2:]
     check_crop(s.crop, H, W)
+    if s.color > 0 and images is None:
+        raise ValueError("lm_color > 0 needs the query images")
+    if s.color <= 0 and s.feature <= 0:
+        raise ValueError("lm_feature and lm_color are both 0: nothing to minimise")
     B, dev = c2w_init.shape[0], c2w_init.device
     T = c2w_init.detach().double().clone()
     q_all = torch.arange(B, device=dev)
     render = _Renderer(nefes, cam, hists)
-    x, depth = render(T, q_all)                                  # fused maps at the current poses
-    hw = tuple(x.shape[-2:])
+    x, depth = render(T, q_all)                                  # (fused, rgb) at the current poses
+    if s.color > 0 and x[1] is None:
+        raise ValueError("lm_color > 0 needs a renderer that returns colour")
+    keep = 2 if s.color > 0 else 1                               # maps the objective uses
+    x = tuple(x[:keep])
+    hw = tuple(x[0].shape[-2:])
     stages = [float(b) for b in (s.blur or (0.0,))]
     iters = [s.opt_iter // len(stages) + (i < s.opt_iter % len(stages)) for i in range(len(stages))]
     lam = torch.full((B,), s.lambda_init, dtype=torch.float64, device=dev)
-    Jx = None                                                    # (B, 6, C, h, w) d fused / d δ
+    Jx = None                                                    # per map (B, 6, ...) d map / d δ
     stale = torch.ones(B, dtype=torch.bool, device=dev)          # Jacobian must be (re)computed
     losses = [[] for _ in range(B)]
     steps = [0] * B
@@ -95,9 +148,9 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
     it_global = 0
     eye6 = torch.eye(6, dtype=torch.float64, device=dev)
     for sigma, n_it in zip(stages, iters):
-        res = FeatureResidual(targets, hw, s.crop, sigma=sigma)
-        r, n = res.residual(x, q_all)
-        loss = res.loss(r, q_all).double()
+        obj = _Objective(targets, images, hw, s.crop, sigma, s.feature, s.color)
+        r = obj.residual(x, q_all)
+        loss = obj.loss(r, q_all)
         if it_global == 0:
             for b in range(B):
                 losses[b].append(float(loss[b]))
@@ -110,21 +163,22 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             # 1. forward-difference Jacobians where the pose moved
             need = torch.nonzero(stale & active).flatten()
             if need.numel():
-                eps = torch.tensor([s.fd_step] * 3 + [s.fd_step] * 3, dtype=torch.float64, device=dev)
-                eps = eps.expand(need.numel(), 6).clone()
+                eps = torch.tensor([s.fd_step] * 6, dtype=torch.float64, device=dev).expand(need.numel(), 6).clone()
                 eps[:, :3] *= depth[need, None].clamp_min(1e-6)
                 deltas = torch.diag_embed(eps).reshape(-1, 6)                   # (n*6, 6)
-                Tp = _right_update(T[need].repeat_interleave(6, 0), deltas)
-                xp, _ = render(Tp, need.repeat_interleave(6))
-                dx = (xp.view(need.numel(), 6, *x.shape[1:]) - x[need, None]) / eps[..., None, None, None].float()
+                xp, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
                 if Jx is None:
-                    Jx = torch.zeros(B, 6, *x.shape[1:], dtype=x.dtype, device=dev)
-                Jx[need] = dx
+                    Jx = tuple(torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
+                for k in range(keep):
+                    m = x[k]
+                    Jx[k][need] = (xp[k].view(need.numel(), 6, *m.shape[1:]) - m[need, None]) \
+                        / eps[..., None, None, None].to(m.dtype)
                 stale[need] = False
             # 2. damped Gauss-Newton step for every active query
             idx = torch.nonzero(active).flatten()
-            J = res.jacobian(Jx[idx], r[idx], n[idx], idx).flatten(2).double()  # (n, 6, M)
-            rr = r[idx].flatten(1).double()
+            r_idx = tuple(None if v is None else v[idx] for v in r)
+            J = obj.jacobian(tuple(j[idx] for j in Jx), r_idx, idx)            # (n, 6, M)
+            rr = obj.stacked(r_idx)
             Hm = J @ J.transpose(1, 2)                                          # (n, 6, 6)
             g = (J @ rr[..., None])[..., 0]
             D = torch.diagonal(Hm, dim1=1, dim2=2)
@@ -133,11 +187,17 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             # 3. try the steps; keep the ones that lower the loss
             Tc = _right_update(T[idx], delta)
             xc, dc = render(Tc, idx)
-            rc, nc = res.residual(xc, idx)
-            lc = res.loss(rc, idx).double()
+            xc = tuple(xc[:keep])
+            rc = obj.residual(xc, idx)
+            lc = obj.loss(rc, idx)
             better = lc < loss[idx]
             acc = idx[better]
-            T[acc], x[acc], depth[acc], r[acc], n[acc], loss[acc] = Tc[better], xc[better], dc[better], rc[better], nc[better], lc[better]
+            T[acc], depth[acc], loss[acc] = Tc[better], dc[better], lc[better]
+            for k in range(keep):
+                x[k][acc] = xc[k][better]
+            for v, vc in zip(r, rc):
+                if v is not None:
+                    v[acc] = vc[better]
             stale[acc] = True
             lam[acc] = (lam[acc] / 10).clamp_min(1e-6)
             rej = idx[~better]
@@ -152,13 +212,14 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
                     stopped[b] = it_global
     # how well each final pose is determined: condition number of the scaled normal matrix (the
     # Jacobian of the last accepted step's start is close enough for this diagnostic)
-    res = FeatureResidual(targets, hw, s.crop, sigma=stages[-1])
-    r, n = res.residual(x, q_all)
+    obj = _Objective(targets, images, hw, s.crop, stages[-1], s.feature, s.color)
+    r = obj.residual(x, q_all)
     results = []
     for b in range(B):
         info = {"losses": losses[b], "steps": steps[b], "stopped": stopped[b] or it_global, "reverted": False}
         if Jx is not None:
-            J = res.jacobian(Jx[b:b + 1], r[b:b + 1], n[b:b + 1], q_all[b:b + 1]).flatten(2).double()[0]
+            qb = q_all[b:b + 1]
+            J = obj.jacobian(tuple(j[b:b + 1] for j in Jx), tuple(None if v is None else v[b:b + 1] for v in r), qb)[0]
             Hm = J @ J.t()
             d = torch.diagonal(Hm).clamp_min(1e-30).rsqrt()
             ev = torch.linalg.eigvalsh(d[:, None] * Hm * d[None, :])

@@ -161,3 +161,43 @@ class FeatureResidual:
         radial = (dy * y_unit).sum((-2, -1), keepdim=True)
         return (dy - radial * y_unit) / n[:, None, :, None, None]
 
+
+
+class ColorResidual:
+    """Photometric residual of B queries at the render size, for ``pose_only=4`` (``lm_color``).
+
+    The rendered colour ``c (N, 3, h, w)`` is compared with the query image area-averaged to the
+    render size, both smoothed with the stage's Gaussian (``sigma`` in working pixels, rescaled) and
+    cropped by the working crop rescaled. With ``r = sqrt(weight / P) (G c Gᵀ - G I Gᵀ)`` over the P
+    kept values, ``½ |r|² = weight · ½ MSE``: added to :class:`FeatureResidual`'s loss it weighs
+    the photometric error by ``weight``. Linear in ``c``, so its Jacobian is the same map applied to
+    render-space derivatives.
+    """
+
+    def __init__(self, images: torch.Tensor, in_hw: tuple[int, int], crop: int, sigma: float, weight: float):
+        """images: (B, 3, H, W) queries at the working size in [0, 1]; in_hw: render size (h, w)."""
+        H, W = images.shape[-2:]
+        h, w = in_hw
+        dev, dt = images.device, images.dtype
+        small = F.interpolate(images, size=in_hw, mode="area") if H % h == 0 and W % w == 0 else \
+            F.interpolate(images, size=in_hw, mode="bilinear", align_corners=False, antialias=True)
+        scale = h / H
+        self.Gh = _gaussian_matrix(h, sigma * scale, dev.type).to(dt)
+        self.Gw = _gaussian_matrix(w, sigma * scale, dev.type).to(dt)
+        self.crop = int(round(crop * scale))
+        self.target = self._map(small)
+        self.factor = math.sqrt(weight / self.target[0].numel())
+
+    def _map(self, c: torch.Tensor) -> torch.Tensor:
+        return crop_border(self.Gh @ c @ self.Gw.t(), self.crop)
+
+    def residual(self, rgb: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) rendered colour of queries q -> (N, 3, k_h, k_w)."""
+        return self.factor * (self._map(rgb) - self.target[q])
+
+    def loss(self, r: torch.Tensor) -> torch.Tensor:
+        return 0.5 * r.square().flatten(1).sum(1)
+
+    def jacobian(self, drgb: torch.Tensor) -> torch.Tensor:
+        """(N, K, 3, h, w) render-space derivatives -> (N, K, 3, k_h, k_w)."""
+        return self.factor * self._map(drgb)

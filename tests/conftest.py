@@ -85,7 +85,7 @@ def tiny_sharp_field(tiny_room, tmp_path_factory) -> Path:
 
 def refinement_problem(datadir, nefes_ckpt):
     """What a direct-refinement test needs on the tiny room, every test frame:
-    dict(nefes (frozen), cam (RenderCamera, 8+4 samples), gt (N, 3, 4), hists (N, 10), fused (the fused
+    dict(nefes (frozen), cam (RenderCamera, 8+4 samples), gt (N, 3, 4), hists (N, 10), imgs (N, 3, H, W), fused (the fused
     maps at the true poses, render size), working (H, W))."""
     from config.options import parse_args
     from dataset_loaders import load_scene
@@ -99,6 +99,7 @@ def refinement_problem(datadir, nefes_ckpt):
     cam = RenderCamera(h, w, f, scene.near, scene.far, scene.world_setup, 8, 4, True)
     gt = torch.as_tensor(scene.test.poses, dtype=torch.float32)
     hists = torch.stack([scene.test[i]["hist"] for i in range(len(gt))])
+    imgs = torch.stack([scene.test[i]["img"] for i in range(len(gt))])
     with torch.no_grad():
         fused = cam.render(nefes, gt, hists)["fused"]
-    return dict(nefes=nefes, cam=cam, gt=gt, hists=hists, fused=fused, working=(scene.H, scene.W))
+    return dict(nefes=nefes, cam=cam, gt=gt, hists=hists, imgs=imgs, fused=fused, working=(scene.H, scene.W))

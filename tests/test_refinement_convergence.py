@@ -44,8 +44,41 @@ def test_levenberg_marquardt_converges_from_5_degrees(problem, one_thread):
     _check(results, problem, factor=5)
 
 
+def test_levenberg_marquardt_with_a_photometric_term_converges(problem, one_thread):
+    """lm_color > 0: the feature residual plus the colour residual against the real query images.
+    (Colour alone does not pin the pose of this 40-epoch, 24x32, ~21 dB field; bench.basin measures it
+    on trained scenes.)"""
+    from dm.refine_lm import LMSettings, refine_pose_lm_batch
+    targets = torch.nn.functional.interpolate(problem["fused"], size=problem["working"], mode="bilinear",
+                                              align_corners=False)
+    results = refine_pose_lm_batch(problem["inits"], problem["nefes"], problem["hists"], targets, problem["cam"],
+                                   LMSettings(opt_iter=10, crop=2, color=0.1), images=problem["imgs"])
+    _check(results, problem, factor=5)
+
+
+def test_color_residual_is_weighted_half_mse():
+    from dm.refine_loss import ColorResidual
+    g = torch.Generator().manual_seed(0)
+    imgs, rgb = torch.rand(2, 3, 16, 24, generator=g), torch.rand(2, 3, 8, 12, generator=g)
+    res = ColorResidual(imgs, (8, 12), crop=0, sigma=0.0, weight=3.0)
+    small = torch.nn.functional.avg_pool2d(imgs, 2)
+    expected = 3.0 * 0.5 * (rgb - small).square().flatten(1).mean(1)
+    assert torch.allclose(res.loss(res.residual(rgb, torch.arange(2))), expected, rtol=1e-5)
+    d = torch.rand(2, 1, 3, 8, 12, generator=g)   # linear: Jacobian of a direction = difference of residuals
+    lin = res.residual(rgb + d[:, 0], torch.arange(2)) - res.residual(rgb, torch.arange(2))
+    assert torch.allclose(res.jacobian(d)[:, 0], lin, atol=1e-5)
+
+
+def test_color_term_needs_images(problem):
+    from dm.refine_lm import LMSettings, refine_pose_lm_batch
+    with pytest.raises(ValueError, match="query images"):
+        refine_pose_lm_batch(problem["inits"], problem["nefes"], problem["hists"], problem["fused"], problem["cam"],
+                             LMSettings(opt_iter=1, color=1.0))
+
+
 def test_adam_pose_refinement_converges_from_5_degrees(problem, one_thread):
     from dm.refine_pose import PoseRefineSettings, refine_pose_batch
     results = refine_pose_batch(problem["inits"], problem["nefes"], problem["hists"], problem["fused"],
                                 problem["cam"], PoseRefineSettings(40, 0.01, 0.01, False))
     _check(results, problem, factor=3)   # Adam's fixed steps approach more slowly than LM (~x4.5 in 40 steps)
+

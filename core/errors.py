@@ -73,7 +73,10 @@ class StepFailed(NefesError):
 
 def report(error: BaseException) -> int:
     """Print ``error: <message>`` on stderr (one line) and return :data:`EXIT_INPUT_ERROR`."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    message = str(error)
+    if isinstance(error, OSError) and error.strerror:   # not "[Errno 28] ...: 'path'"
+        message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    message = " ".join(message.split()) or type(error).__name__
     print(f"error: {message}", file=sys.stderr)
     return EXIT_INPUT_ERROR
 

@@ -36,7 +36,7 @@ def get():
         try:
             _state["module"] = _build()
         except Exception as e:  # no compiler / ninja, build error, import error: fall back
-            _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}" + _space_hint()
             _logger.warning("fused CPU hash-grid kernel unavailable (%s); using the pure-PyTorch lookup",
                             _state["error"])
     return _state["module"]
@@ -64,13 +64,40 @@ def _venv_bin_on_path():
             os.environ["PATH"] = before
 
 
+def _source_for_build() -> Path:
+    """The kernel source at a path without whitespace: torch's ninja build file does not quote paths, so a
+    checkout under e.g. "My Projects/" would fail to build. Such a source is copied to the temp folder."""
+    if not any(c.isspace() for c in str(SOURCE)):
+        return SOURCE
+    import hashlib
+    import tempfile
+    text = SOURCE.read_bytes()
+    staged = Path(tempfile.gettempdir()) / f"nefes_csrc_{hashlib.sha1(text).hexdigest()[:12]}" / SOURCE.name
+    if not staged.is_file() or staged.read_bytes() != text:
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(text)
+    return staged
+
+
+def _space_hint() -> str:
+    """A hint for the warning when a path the build uses still contains whitespace."""
+    try:
+        from torch.utils import cpp_extension
+        includes = cpp_extension.include_paths()
+    except Exception:   # only a hint
+        includes = []
+    paths = [os.environ.get("TORCH_EXTENSIONS_DIR", ""), sys.executable, *includes]
+    bad = [p for p in paths if any(c.isspace() for c in p)]
+    return f"; a path of the build contains a space ({bad[0]}): set TORCH_EXTENSIONS_DIR / use a Python without spaces in its path" if bad else ""
+
+
 def _build():
     from torch.utils import cpp_extension
     t0 = time.perf_counter()
     _logger.info("loading the fused CPU hash-grid kernel (the first time on a machine it compiles, ~30 s)")
     # -ffp-contract=off: separate multiply and add, like the pure path's tensor ops
     with _venv_bin_on_path():
-        module = cpp_extension.load(name="nefes_hashgrid_cpu", sources=[str(SOURCE)],
+        module = cpp_extension.load(name="nefes_hashgrid_cpu", sources=[str(_source_for_build())],
                                     extra_cflags=["-O3", "-ffp-contract=off"], verbose=False)
     seconds = time.perf_counter() - t0
     _logger.log(logging.INFO if seconds > 5 else logging.DEBUG, "fused CPU hash-grid kernel ready (%.1f s)", seconds)

@@ -500,3 +500,17 @@ def test_kernel_build_restores_path(monkeypatch):
     with hashgrid_cpu._venv_bin_on_path():
         assert os.environ["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
     assert os.environ["PATH"] == "/usr/bin"
+
+
+def test_cpu_kernel_source_is_staged_outside_a_path_with_a_space(tmp_path, monkeypatch):
+    """Issue 14: torch's ninja build does not quote paths; a checkout under a folder with a space
+    builds from a staged copy of the source instead of silently losing the kernel."""
+    from models import hashgrid_cpu
+    spaced = tmp_path / "My Projects" / "hashgrid_cpu.cpp"
+    spaced.parent.mkdir()
+    spaced.write_bytes(hashgrid_cpu.SOURCE.read_bytes())
+    monkeypatch.setattr(hashgrid_cpu, "SOURCE", spaced)
+    staged = hashgrid_cpu._source_for_build()
+    assert not any(c.isspace() for c in str(staged)) and staged.read_bytes() == spaced.read_bytes()
+    monkeypatch.setattr(hashgrid_cpu, "SOURCE", staged)
+    assert hashgrid_cpu._source_for_build() == staged          # a path without spaces is used as it is

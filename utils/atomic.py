@@ -2,7 +2,9 @@
 puts it in place, so an interrupted run never leaves a half-written checkpoint or meta file."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -28,8 +30,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`. torch's zip writer reports a failed write (a full
+    disk, a quota) as a ``RuntimeError`` with C++ context; it becomes an ``OSError`` naming the file."""
     import torch
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def save(tmp):
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            if "PytorchStreamWriter" not in str(e) and "write failed" not in str(e):
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            raise OSError(errno.ENOSPC if free < (64 << 20) else errno.EIO,
+                          f"cannot write {path} (torch.save: write failed; {free >> 20} MiB free on that disk)") from None
+    return atomic_write(path, save)
 
 
 class AtomicFileSet:

@@ -1,0 +1,115 @@
+"""Refinement throughput against ``refine_batch``: ``python -m bench.refine_throughput [--quick]``.
+
+On a scene trained by the demo pipeline (a :mod:`bench.scenes` scene, trained and cached if absent),
+the same test queries are refined with ``refine_batch`` 1, 2, 4, 8, 16 (``--batches``), and for each
+it prints queries per second, the speed-up over one at a time and the largest pose difference to the
+one-at-a-time run (rotation in degrees, translation in metres). Two sizes (``--sizes``):
+
+* ``demo``: the scene's own demo refinement command (its render size and samples);
+* ``paper``: the paper's render size and samples: working images 240 px high (``df 2``), rendered at
+  a quarter of that (``tinyscale 4``: 60x80 for the 640x480 room, 60x106 for an 854x480 street) with
+  64 + 64 samples per ray, with the scene's trained NeFeS and DFNet.
+
+Every device in ``--devices`` that is present is measured (``cuda`` is skipped with a line saying so
+when there is none). Results: ``logs/bench/refine_throughput.{txt,json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import scenes as bench_scenes  # noqa: E402
+
+SIZES = {"demo": [], "paper": ["--df", "2", "--tinyscale", "4", "--N_samples", "64", "--N_importance", "64"]}
+
+
+def measure(command: list, batch: int, queries: int, device: str) -> tuple[np.ndarray, float]:
+    """Refine the first ``queries`` test queries ``batch`` at a time; -> (poses (n, 3, 4), seconds)."""
+    from config.options import get_device, parse_args
+    from dataset_loaders import load_scene
+    from dm.direct_pose_model import load_APR_and_FeatureNet
+    from test_refinement import build_refiner, predict_all
+    args = parse_args(command + ["--refine_batch", str(batch)])
+    dev = get_device(device)
+    scene = load_scene(args)
+    apr, featnet = load_APR_and_FeatureNet(args, dev)
+    idx = list(range(min(queries, len(scene.test))))
+    starts = np.zeros((len(scene.test), 3, 4))
+    starts[idx] = predict_all(apr, scene.test, dev, idx)
+    refine = build_refiner(args, scene, apr, featnet, dev, starts)
+    refine(idx[:1])                                 # warm-up (allocations, kernels), not timed
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    out, t0 = [], time.perf_counter()
+    for k in range(0, len(idx), batch):
+        out += [p.double().cpu().numpy() for p, _ in refine(idx[k:k + batch])]
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return np.stack(out), time.perf_counter() - t0
+
+
+def pose_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    from dm.metrics import pose_errors
+    t, r = pose_errors(a, b)
+    return float(t.max()), float(r.max())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scene", default="room21", help=f"a benchmark scene ({', '.join(bench_scenes.ALL)})")
+    p.add_argument("--batches", default="1,2,4,8,16")
+    p.add_argument("--sizes", default="demo,paper", help=f"comma-separated subset of {', '.join(SIZES)}")
+    p.add_argument("--queries", type=int, default=16, help="queries refined per setting")
+    p.add_argument("--pose_only", type=int, default=2, help="refinement mode (2: APR + NeFeS, 3, 4)")
+    p.add_argument("--devices", default="cpu,cuda")
+    p.add_argument("--quick", action="store_true", help="demo size, batches 1 and 4, 8 queries")
+    p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.sizes, a.batches, a.queries = "demo", "1,4", 8
+    summary = bench_scenes.ensure_trained(bench_scenes.ALL[a.scene])
+    base = [c for c in summary["refine_command"] if c != "test_refinement.py"] + ["--pose_only", str(a.pose_only)]
+    batches = [int(b) for b in a.batches.split(",")]
+    if batches[0] != 1:
+        batches = [1] + batches   # the one-at-a-time run is the reference
+    rows, lines = [], []
+    for device in a.devices.split(","):
+        if device == "cuda" and not torch.cuda.is_available():
+            lines.append("cuda: not measured (no GPU on this machine)")
+            print(lines[-1], flush=True)
+            continue
+        for size in a.sizes.split(","):
+            ref, ref_qps = None, None
+            for b in batches:
+                poses, sec = measure(base + SIZES[size], b, a.queries, device)
+                qps = len(poses) / sec
+                if ref is None:
+                    ref, ref_qps = poses, qps
+                dt, dr = pose_difference(poses, ref)
+                row = dict(device=device, size=size, refine_batch=b, queries=len(poses), seconds=sec,
+                           queries_per_s=qps, speedup=qps / ref_qps, max_dt_m=dt, max_dr_deg=dr)
+                rows.append(row)
+                lines.append(f"{device:5s} {size:6s} refine_batch {b:3d}: {qps:7.3f} queries/s "
+                             f"(x{row['speedup']:.2f}), {sec / len(poses):6.2f} s/query, "
+                             f"max pose diff to batch 1: {dt:.2e} m / {dr:.2e} deg")
+                print(lines[-1], flush=True)
+    text = "\n".join(lines) + (f"\nscene {a.scene}, pose_only {a.pose_only}, {a.queries} queries, "
+                               f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    print("\n" + text)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "refine_throughput.txt").write_text(text + "\n")
+    (a.out / "refine_throughput.json").write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

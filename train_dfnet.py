@@ -27,7 +27,7 @@ from config.options import apply_num_threads, get_device, parse_args, save_confi
 from core.errors import EXIT_INTERRUPTED, TrainingError, cli_main
 from core.frames import apr_to_nerf
 from models.dfnet import DFNet
-from models.dfnet_training import DFNetTrainConfig, DFNetTrainData, RenderFn, train_dfnet
+from models.dfnet_training import DFNetTrainConfig, DFNetTrainData, RenderFn, check_resume_identity, train_dfnet
 
 _logger = logging.getLogger("train_dfnet")
 
@@ -68,10 +68,13 @@ def run(args) -> dict:
         _logger.warning("learning_rate=%g is low for DFNet training (the original used 1e-4; slim CPU nets 5e-4..1e-3)",
                         cfg.learning_rate)
     out_dir = Path(args.basedir) / args.expname
-    save_config(args, out_dir)
-
     from dataset_loaders import load_scene  # lazy: the loaders are a separate module family
     scene = load_scene(args)
+    identity = {"scene": str(getattr(scene, "name", "")), "dataset_type": str(args.dataset_type), "df": float(args.df),
+                "dfnet_width": float(args.dfnet_width)}
+    if not args.no_reload:
+        check_resume_identity(out_dir, identity)   # before args.txt is rewritten
+    save_config(args, out_dir)
     data = _scene_data(scene)
     _logger.info("DFNet training on %d frames (%dx%d), validating on %d", len(data.train_images),
                  scene.H, scene.W, len(data.val_images))
@@ -86,7 +89,7 @@ def run(args) -> dict:
         render_fn = make_nefes_render_fn(nefes, scene, args, device)
 
     net = DFNet(width=args.dfnet_width, imagenet_init=args.imagenet_init)
-    res = train_dfnet(net, data, render_fn, cfg, out_dir, device=device)
+    res = train_dfnet(net, data, render_fn, cfg, out_dir, device=device, identity=identity, resume=not args.no_reload)
     b = res["best_val"]
     print(f"DFNet: best epoch {res['best_epoch']} of {res['epochs_run']}: median "
           f"{b.get('median_t', float('nan')):.3f} m / {b.get('median_r', float('nan')):.2f} deg"

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from core import geometry
 from models.dfnet import DFNet, read_checkpoint, save_dfnet
+from utils.checkpoint_io import check_run_identity
 from utils.atomic import atomic_torch_save, remove_stale_temp_files
 
 _logger = logging.getLogger(__name__)
@@ -337,14 +338,23 @@ def _crop_window(crop_hw, img_hw, g: torch.Generator):
     return (y0, x0, h, w)
 
 
-def _save_last(out_dir: Path, net, opt, sched, st: _State) -> None:
+def _save_last(out_dir: Path, net, opt, sched, st: _State, identity: dict | None) -> None:
     atomic_torch_save({"model_state_dict": net.state_dict(), "width": net.width, "optimizer_state_dict": opt.state_dict(),
-                       "scheduler_state_dict": sched.state_dict(), "state": vars(st)}, out_dir / LAST_CKPT)
+                       "scheduler_state_dict": sched.state_dict(), "state": vars(st), "run_identity": identity},
+                      out_dir / LAST_CKPT)
 
 
-def _resume(out_dir: Path, net, opt, sched, device) -> _State:
+def check_resume_identity(out_dir: str | Path, identity: dict) -> None:
+    """Refuse (one line naming both) to resume ``out_dir`` when its ``dfnet_last.tar`` was trained on
+    another setup (:func:`utils.checkpoint_io.check_run_identity`). Call before anything is written."""
+    path = Path(out_dir) / LAST_CKPT
+    if path.is_file():
+        check_run_identity(read_checkpoint(path).get("run_identity"), identity, out_dir)
+
+
+def _resume(out_dir: Path, net, opt, sched, device, resume: bool = True) -> _State:
     path = out_dir / LAST_CKPT
-    if not path.is_file():
+    if not path.is_file() or not resume:
         return _State()
     ck = read_checkpoint(path)
     net.load_state_dict(ck["model_state_dict"])
@@ -376,8 +386,12 @@ def _log_line(path: Path, rec: dict) -> None:
 
 
 def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cfg: DFNetTrainConfig,
-                out_dir: str | Path, device=None, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
-    """Train ``net`` in place (resuming from ``out_dir`` when a checkpoint is there).
+                out_dir: str | Path, device=None, on_epoch_end: Callable[[int, dict], None] | None = None,
+                identity: dict | None = None, resume: bool = True) -> dict:
+    """Train ``net`` in place (resuming from ``out_dir`` when a checkpoint is there, unless ``resume`` is False).
+
+    ``identity`` (what the run belongs to: scene, dataset type...) is stored in the resume checkpoint
+    for :func:`check_resume_identity`.
 
     ``render_fn`` may be None when no rendered view is needed (combine_loss_w[1:] and rvs_loss_w zero).
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written.
@@ -398,7 +412,10 @@ def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cf
     # The plateau scheduler steps once per validation: express its patience in validations.
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                        patience=math.ceil(cfg.patience[1] / cfg.val_every))
-    st = _resume(out_dir, net, opt, sched, device)
+    st = _resume(out_dir, net, opt, sched, device, resume)
+    if not resume:   # start over: earlier validation lines and renders belong to the old run
+        (out_dir / VAL_LOG).unlink(missing_ok=True)
+        (out_dir / RENDER_CACHE).unlink(missing_ok=True)
     renders = _cached_train_renders(out_dir, render_fn, data, cfg.render_batch) if cfg.uses_renders else None
     if st.epoch == 0 and not st.history:
         rec = {"epoch": 0, "lr": cfg.learning_rate, **_prefix(evaluate_apr(net, data.val_images, data.val_poses, device))}
@@ -424,7 +441,7 @@ def train_dfnet(net: DFNet, data: DFNetTrainData, render_fn: RenderFn | None, cf
         if cfg.time_budget_min > 0 and time.perf_counter() - t_start > 60 * cfg.time_budget_min and not st.stopped:
             st.stopped = f"time budget of {cfg.time_budget_min:g} min reached at epoch {st.epoch}"
         if st.epoch % cfg.save_every == 0 or st.stopped or st.epoch == cfg.epochs:
-            _save_last(out_dir, net, opt, sched, st)
+            _save_last(out_dir, net, opt, sched, st, identity)
         if on_epoch_end is not None:
             on_epoch_end(st.epoch, rec)
     bar.close()

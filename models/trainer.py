@@ -41,7 +41,7 @@ from models import losses
 from models.feature_vis import pca_image
 from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_nefes
 from utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temp_files
-from utils.checkpoint_io import load_checkpoint
+from utils.checkpoint_io import check_run_identity, load_checkpoint
 from models.rays import patch_pixels
 from models.renderer import render_image, render_pixels
 
@@ -322,14 +322,7 @@ def check_resume_identity(args, scene, expdir: Path) -> None:
             break
         except TrainingError:
             continue
-    old = old.get("run_identity") if isinstance(old, dict) else None
-    if not old:
-        return   # written before run identities were recorded
-    new = run_identity(args, scene)
-    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
-    if diff:
-        raise TrainingError(f"{expdir} holds a run of another setup ({'; '.join(diff)}): use another expname, "
-                            f"or --no_reload to start over in this folder")
+    check_run_identity(old.get("run_identity") if isinstance(old, dict) else None, run_identity(args, scene), expdir)
 
 
 def save_checkpoint(expdir: Path, model: NeFeS, opt, epoch: int, args, gen, identity: dict | None = None) -> Path:

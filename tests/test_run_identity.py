@@ -55,3 +55,30 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tiny_room, t
     assert "000002.tar" in caplog.text and "resuming from" in caplog.text and "000001.tar instead" in caplog.text
     from models.nefes import load_nefes
     assert load_nefes(latest, "cpu")[1]["global_step"] == 2                    # epoch 2 trained again
+
+
+def test_dfnet_same_expname_on_another_scene_is_refused(tmp_path, monkeypatch, capsys):
+    """train_dfnet.py: dfnet_last.tar records its scene; another scene in the same folder is refused
+    before args.txt is touched, and --no_reload starts over."""
+    import dataset_loaders
+    import train_dfnet
+    from test_dfnet_training import _FakeScene
+    names = iter(["kitchen", "office", "office"])
+
+    def load(args):
+        s = _FakeScene()
+        s.name = next(names)
+        return s
+    monkeypatch.setattr(dataset_loaders, "load_scene", load, raising=False)
+    argv = ["--basedir", str(tmp_path), "--expname", "e", "--epochs", "1", "--dfnet_width", "0.0625",
+            "--combine_loss_w", "1", "0", "0", "--rvs_loss_w", "0"]
+    assert train_dfnet.main(argv) == 0
+    args_txt = (tmp_path / "e" / "args.txt").read_text()
+    capsys.readouterr()
+    assert train_dfnet.main(argv + ["--epochs", "2"]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error")]
+    assert len(err) == 1 and "'kitchen'" in err[0] and "'office'" in err[0] and "--no_reload" in err[0]
+    assert (tmp_path / "e" / "args.txt").read_text() == args_txt
+    assert train_dfnet.main(argv + ["--no_reload"]) == 0
+    from models.dfnet import read_checkpoint
+    assert read_checkpoint(tmp_path / "e" / "dfnet_last.tar")["run_identity"]["scene"] == "office"

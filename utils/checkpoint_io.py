@@ -79,3 +79,16 @@ def _safe_names() -> set:
 def _first_line(e: BaseException) -> str:
     text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split("\n")[0].split())   # no ANSI codes
     return text[:200]
+
+
+def check_run_identity(old: dict | None, new: dict, folder) -> None:
+    """Refuse (one line naming both) to resume a run in ``folder`` whose checkpoint recorded another
+    identity (scene, dataset type, ``df``, model kind...); keys only one side has are not compared, so
+    checkpoints written before identities were recorded still resume."""
+    from core.errors import TrainingError
+    if not isinstance(old, dict) or not old:
+        return
+    diff = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if k in old and old[k] != new[k]]
+    if diff:
+        raise TrainingError(f"{folder} holds a run of another setup ({'; '.join(diff)}): use another expname, "
+                            f"or --no_reload to start over in this folder")

@@ -239,3 +239,32 @@ def random_rotation(n: int, max_angle_deg: float, generator: torch.Generator | N
     axis = axis / axis.norm(dim=-1, keepdim=True)
     ang = torch.rand(n, 1, generator=generator, dtype=dtype) * math.radians(max_angle_deg)
     return so3_exp(axis * ang)
+
+
+# ----------------------------------------------------------------------------------------------
+# validity of rotation blocks read from files (NumPy)
+# ----------------------------------------------------------------------------------------------
+
+#: How far a 3x3 block read from a file may be from orthonormal: the paper's own refined-pose files
+#: reach ~1.3e-3 (printed with few digits), a wrong file (zeros, scale, a transposed 4x4) is far above.
+ROTATION_TOLERANCE = 1e-2
+
+
+def rotation_defects(R):
+    """(..., 3, 3) NumPy blocks -> (max |RᵀR - I| per block, determinant per block), shape (...)."""
+    import numpy as np
+    R = np.asarray(R, dtype=np.float64)
+    dev = np.abs(np.swapaxes(R, -1, -2) @ R - np.eye(3)).max(axis=(-2, -1))
+    return dev, np.linalg.det(R)
+
+
+def first_non_rotation(R, proper: bool = True):
+    """Index of the first of (N, 3, 3) blocks that is not a rotation (beyond :data:`ROTATION_TOLERANCE`;
+    with ``proper`` also a determinant <= 0), its defect and determinant; (None, 0, 1) when all are."""
+    import numpy as np
+    dev, det = rotation_defects(np.reshape(R, (-1, 3, 3)))
+    bad = (dev > ROTATION_TOLERANCE) | ((det <= 0) if proper else False)
+    if not bad.any():
+        return None, 0.0, 1.0
+    i = int(np.argmax(bad))
+    return i, float(dev[i]), float(det[i])

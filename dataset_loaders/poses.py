@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core import geometry
 from core.errors import PoseFileError
 
 __all__ = ["PoseFileError", "check_poses", "load_pose_avg_stats", "save_pose_avg_stats"]
@@ -43,8 +44,7 @@ def check_poses(poses: np.ndarray, source: str) -> np.ndarray:
     poses = np.asarray(poses, dtype=np.float64)
     if not np.all(np.isfinite(poses)):
         raise PoseFileError(f"{source}: pose contains NaN or infinite values")
-    R = poses[..., :3, :3]
-    err = np.abs(np.einsum("...ji,...jk->...ik", R, R) - np.eye(3)).max()
-    if err > 1e-2:
+    i, err, _ = geometry.first_non_rotation(poses[..., :3, :3], proper=False)
+    if i is not None:
         raise PoseFileError(f"{source}: rotation block is not orthonormal (max |RᵀR - I| = {err:.3g})")
     return poses

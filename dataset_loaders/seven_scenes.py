@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import frames
+from core import frames, geometry
 from dataset_loaders import DatasetError, RawSplit
 
 _logger = logging.getLogger(__name__)
@@ -120,13 +120,11 @@ def read_pose_file(path: Path) -> np.ndarray:
     return vals[:12].reshape(3, 4)
 
 
-def check_rotations(poses: np.ndarray, paths: list, tol: float = 1e-2) -> None:
-    """Name the first file whose rotation block is not orthonormal (same tolerance as poses.check_poses)."""
-    R = poses[:, :3, :3]
-    err = np.abs(np.einsum("nji,njk->nik", R, R) - np.eye(3)).reshape(len(R), -1).max(1)
-    bad = np.flatnonzero(err > tol)
-    if bad.size:
-        raise DatasetError(f"{paths[bad[0]]}: rotation block is not orthonormal (max |RᵀR - I| = {err[bad[0]]:.3g})")
+def check_rotations(poses: np.ndarray, paths: list) -> None:
+    """Name the first file whose rotation block is not orthonormal (:data:`core.geometry.ROTATION_TOLERANCE`)."""
+    i, dev, _ = geometry.first_non_rotation(poses[:, :3, :3], proper=False)
+    if i is not None:
+        raise DatasetError(f"{paths[i]}: rotation block is not orthonormal (max |RᵀR - I| = {dev:.3g})")
 
 
 def find_colmap_list(image_root: Path, datadir: Path, split: str) -> Path:

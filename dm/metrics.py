@@ -88,20 +88,16 @@ def load_pose_file(path) -> np.ndarray:
 
 #: Largest |R Rᵀ - I| entry accepted in a pose file. The paper's refined result files reach 1.3e-3
 #: (float32 rounding of SVD-orthonormalised rotations); a zero, scaled or sheared block is far above.
-ROTATION_TOLERANCE = 1e-2
+ROTATION_TOLERANCE = geometry.ROTATION_TOLERANCE
 
 
 def check_rotations(poses: np.ndarray, path) -> None:
     """Raise :class:`PoseFileError` naming the first row whose 3x3 block is not a rotation (within
     :data:`ROTATION_TOLERANCE`, determinant +1): such a row would score 0 deg against itself."""
-    R = poses[:, :, :3]
-    dev = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
-    det = np.linalg.det(R)
-    bad = (dev > ROTATION_TOLERANCE) | (det <= 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        what = "a reflection (determinant -1)" if det[i] < 0 and dev[i] <= ROTATION_TOLERANCE else \
-            f"not a rotation (max |R R^T - I| = {dev[i]:.3g}, determinant {det[i]:.3g})"
+    i, dev, det = geometry.first_non_rotation(poses[:, :, :3])
+    if i is not None:
+        what = "a reflection (determinant -1)" if det < 0 and dev <= ROTATION_TOLERANCE else \
+            f"not a rotation (max |R R^T - I| = {dev:.3g}, determinant {det:.3g})"
         raise PoseFileError(f"{path}: row {i + 1}: the 3x3 block is {what}; rows are row-major 3x4 "
                             f"camera-to-world poses")
 

@@ -103,3 +103,18 @@ def test_invert_and_compose():
     assert torch.allclose(I, torch.cat([torch.eye(3, dtype=torch.float64).expand(10, 3, 3), torch.zeros(10, 3, 1, dtype=torch.float64)], -1), atol=1e-12)
     H = G.to_homogeneous(T)
     assert torch.allclose(torch.linalg.inv(H)[:, :3], G.invert_pose(T), atol=1e-12)
+
+
+def test_first_non_rotation_names_the_bad_block():
+    import numpy as np
+    from core import geometry
+    R = np.stack([np.eye(3)] * 4)
+    assert geometry.first_non_rotation(R)[0] is None
+    R[2] = np.diag([1.0, 1.0, -1.0])                     # a reflection: orthonormal, determinant -1
+    assert geometry.first_non_rotation(R)[0] == 2
+    assert geometry.first_non_rotation(R, proper=False)[0] is None
+    R[1] = 1.5 * np.eye(3)                               # scaled: not orthonormal
+    i, dev, _ = geometry.first_non_rotation(R, proper=False)
+    assert i == 1 and abs(dev - 1.25) < 1e-12
+    R[1] = np.eye(3) + 2e-3                              # within the tolerance (the paper's files: ~1e-3)
+    assert geometry.first_non_rotation(R, proper=False)[0] is None

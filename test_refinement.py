@@ -68,10 +68,20 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         with torch.no_grad():   # DFNet level-0 features: working size (2, 4), render size (3)
             targets = featnet.extract_features(imgs, (h, w) if args.pose_only == 3 else None)
         if args.pose_only == 2:
-            return refine_with_apr_batch(copies, nefes, imgs, hists, targets, cam, apr_s)
-        if args.pose_only == 3:
-            return refine_pose_batch(init, nefes, hists, targets, cam, pose_s)
-        return refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s, images=imgs)
+            out = refine_with_apr_batch(copies, nefes, imgs, hists, targets, cam, apr_s)
+        elif args.pose_only == 3:
+            out = refine_pose_batch(init, nefes, hists, targets, cam, pose_s)
+        else:
+            out = refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s, images=imgs)
+        return polish(out, imgs, hists, targets) if args.lm_polish > 0 else out
+
+    def polish(results, imgs, hists, targets):
+        """``lm_polish``: photometric Levenberg-Marquardt from each refined pose (this project)."""
+        poses = torch.stack([p for p, _ in results]).to(device)
+        s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0)
+        polished = refine_pose_lm_batch(poses, nefes, hists, targets, cam, s, images=imgs)
+        return [(p2, {**info, "polish_losses": info2["losses"], "polish_steps": info2["steps"]})
+                for (_, info), (p2, info2) in zip(results, polished)]
 
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)

@@ -347,3 +347,14 @@ def test_previews_of_chosen_queries(tiny_room, tiny_models, tmp_path, one_thread
 def test_apr_refinement_script_checks_nproc():
     p = _subprocess(["bash", "test_apr_refinement.sh", "7Scenes", "chess"], env={**os.environ, "NPROC": "four"})
     assert p.returncode == 2 and p.stderr.strip() == "error: NPROC=four: expected a number of processes (1, 2, ...)"
+
+
+def test_photometric_polish_runs_after_the_refinement_and_never_raises_its_loss(tiny_room, tiny_models, tmp_path, one_thread):
+    argv = _argv(tiny_room, tiny_models, tmp_path)
+    argv[argv.index("--preview_queries"):argv.index("--preview_queries")] = ["--lm_polish", 2]
+    assert _run(argv) == 0
+    entries = [json.loads(p.read_text()) for p in sorted((tmp_path / "exp" / "journal").glob("q*.json"))]
+    assert len(entries) == 4
+    for e in entries:
+        pl = e["info"]["polish_losses"]
+        assert len(pl) == 3 and all(b <= a for a, b in zip(pl, pl[1:])) and "losses" in e["info"]

@@ -71,13 +71,14 @@ def main(argv=None) -> int:
     p.add_argument("--queries", type=int, default=16, help="queries refined per setting")
     p.add_argument("--pose_only", type=int, default=2, help="refinement mode (2: APR + NeFeS, 3, 4)")
     p.add_argument("--devices", default="cpu,cuda")
+    p.add_argument("--extra", default="", help="more overrides of the refinement command, e.g. '--no_verification_step'")
     p.add_argument("--quick", action="store_true", help="demo size, batches 1 and 4, 8 queries")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     a = p.parse_args(argv)
     if a.quick:
         a.sizes, a.batches, a.queries = "demo", "1,4", 8
     summary = bench_scenes.ensure_trained(bench_scenes.ALL[a.scene])
-    base = [c for c in summary["refine_command"] if c != "test_refinement.py"] + ["--pose_only", str(a.pose_only)]
+    base = [c for c in summary["refine_command"] if c != "test_refinement.py"] + ["--pose_only", str(a.pose_only)] + a.extra.split()
     batches = [int(b) for b in a.batches.split(",")]
     if batches[0] != 1:
         batches = [1] + batches   # the one-at-a-time run is the reference
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
                              f"(x{row['speedup']:.2f}), {sec / len(poses):6.2f} s/query, "
                              f"max pose diff to batch 1: {dt:.2e} m / {dr:.2e} deg")
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + (f"\nscene {a.scene}, pose_only {a.pose_only}, {a.queries} queries, "
+    text = "\n".join(lines) + (f"\nscene {a.scene}, pose_only {a.pose_only} {a.extra}, {a.queries} queries, "
                                f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     print("\n" + text)
     a.out.mkdir(parents=True, exist_ok=True)

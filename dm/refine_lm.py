@@ -13,7 +13,9 @@ APR's weights, it moves the pose itself with damped Gauss-Newton steps:
 * Marquardt damping ``(JᵀJ + λ diag(JᵀJ)) δ = -Jᵀr``: a step is kept only if it lowers the loss,
   otherwise λ grows and the step shrinks, so the loss never increases;
 * coarse-to-fine: the first stages smooth both feature maps with a Gaussian (``lm_blur``, working
-  pixels), which widens the basin; the last stage is the paper's loss itself.
+  pixels), which widens the basin; the last stage is the paper's loss itself;
+* optionally (``lm_color`` > 0) a photometric residual, rendered colour against the query
+  (:class:`dm.refine_loss.ColorResidual`), weighted against the feature loss (``lm_feature``).
 
 All B queries of a batch are rendered together (each fused with its own statistics) but keep their own
 pose, damping and stopping state. ``info`` reports per query the loss curve, the steps taken and how
@@ -134,9 +136,9 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
     x, depth = render(T, q_all)                                  # (fused, rgb) at the current poses
     if s.color > 0 and x[1] is None:
         raise ValueError("lm_color > 0 needs a renderer that returns colour")
-    keep = 2 if s.color > 0 else 1                               # maps the objective uses
-    x = tuple(x[:keep])
-    hw = tuple(x[0].shape[-2:])
+    used = [k for k, w in enumerate((s.feature, s.color)) if w > 0]   # maps the objective uses: 0 fused, 1 rgb
+    x = tuple(m if k in used else None for k, m in enumerate(x))
+    hw = tuple(x[used[0]].shape[-2:])
     stages = [float(b) for b in (s.blur or (0.0,))]
     iters = [s.opt_iter // len(stages) + (i < s.opt_iter % len(stages)) for i in range(len(stages))]
     lam = torch.full((B,), s.lambda_init, dtype=torch.float64, device=dev)
@@ -168,8 +170,8 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
                 deltas = torch.diag_embed(eps).reshape(-1, 6)                   # (n*6, 6)
                 xp, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
                 if Jx is None:
-                    Jx = tuple(torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
-                for k in range(keep):
+                    Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
+                for k in used:
                     m = x[k]
                     Jx[k][need] = (xp[k].view(need.numel(), 6, *m.shape[1:]) - m[need, None]) \
                         / eps[..., None, None, None].to(m.dtype)
@@ -177,7 +179,7 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             # 2. damped Gauss-Newton step for every active query
             idx = torch.nonzero(active).flatten()
             r_idx = tuple(None if v is None else v[idx] for v in r)
-            J = obj.jacobian(tuple(j[idx] for j in Jx), r_idx, idx)            # (n, 6, M)
+            J = obj.jacobian(tuple(None if j is None else j[idx] for j in Jx), r_idx, idx)            # (n, 6, M)
             rr = obj.stacked(r_idx)
             Hm = J @ J.transpose(1, 2)                                          # (n, 6, 6)
             g = (J @ rr[..., None])[..., 0]
@@ -187,13 +189,12 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             # 3. try the steps; keep the ones that lower the loss
             Tc = _right_update(T[idx], delta)
             xc, dc = render(Tc, idx)
-            xc = tuple(xc[:keep])
             rc = obj.residual(xc, idx)
             lc = obj.loss(rc, idx)
             better = lc < loss[idx]
             acc = idx[better]
             T[acc], depth[acc], loss[acc] = Tc[better], dc[better], lc[better]
-            for k in range(keep):
+            for k in used:
                 x[k][acc] = xc[k][better]
             for v, vc in zip(r, rc):
                 if v is not None:
@@ -219,7 +220,7 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
         info = {"losses": losses[b], "steps": steps[b], "stopped": stopped[b] or it_global, "reverted": False}
         if Jx is not None:
             qb = q_all[b:b + 1]
-            J = obj.jacobian(tuple(j[b:b + 1] for j in Jx), tuple(None if v is None else v[b:b + 1] for v in r), qb)[0]
+            J = obj.jacobian(tuple(None if j is None else j[b:b + 1] for j in Jx), tuple(None if v is None else v[b:b + 1] for v in r), qb)[0]
             Hm = J @ J.t()
             d = torch.diagonal(Hm).clamp_min(1e-30).rsqrt()
             ev = torch.linalg.eigvalsh(d[:, None] * Hm * d[None, :])

@@ -123,6 +123,32 @@ class SceneContext:
         self.apr_poses = predict_all(self.apr, self.scene.test, self.device)[self.idx]
         centres = self.scene.train.poses[:, :, 3]
         self.spread = float(np.linalg.norm(centres.max(0) - centres.min(0)))
+        # how far each query is from the nearest training camera (% of the spread): the field is only as
+        # good as its coverage, and the table is read against it
+        near = np.linalg.norm(self.gt[:, None, :, 3] - centres[None], axis=-1).min(1)
+        self.coverage = float(np.median(near) / self.spread * 100)
+        self.field_psnr = self.true_pose_psnr()
+
+    @torch.no_grad()
+    def true_pose_psnr(self) -> float:
+        """Median PSNR (dB) of NeFeS's colour at the true poses against the queries, at the render size:
+        what refinement can hope for (a field that does not render the test views well has no sharp loss)."""
+        import torch.nn.functional as F
+        from dm.refine_apr import RenderCamera
+        from models.losses import psnr
+        from models.nefes import load_nefes
+        nefes, _ = load_nefes(self.args.ft_path, self.device, self.args)
+        h, w, f = self.scene.render_size(self.args.tinyscale)
+        cam = RenderCamera(h, w, f, self.scene.near, self.scene.far, self.scene.world_setup, self.args.N_samples,
+                           self.args.N_importance, self.args.transient_at_test, self.args.chunk, self.args.netchunk)
+        out = []
+        for k, i in enumerate(self.idx):
+            item = self.scene.test[int(i)]
+            rgb = cam.render(nefes, torch.as_tensor(self.gt[k], dtype=torch.float32, device=self.device)[None],
+                             item["hist"][None].to(self.device))["rgb"]
+            ref = F.interpolate(item["img"][None].to(self.device), size=(h, w), mode="area")
+            out.append(float(psnr(rgb.clamp(0, 1), ref)))
+        return float(np.median(out))
 
     def start_poses(self, start: str) -> np.ndarray:
         if start == "apr":
@@ -235,7 +261,7 @@ def main(argv=None) -> int:
     rows = []
     for method in names:
         for start in starts:
-            t0, r0, t1, r1, spread, secs, per_scene = [], [], [], [], [], [], {}
+            t0, r0, t1, r1, spread, secs, per_scene, infos_all = [], [], [], [], [], [], {}, []
             for ctx in contexts:
                 init = ctx.start_poses(start)
                 refined, sec, infos = ctx.refine(methods[method], init, a.batch)
@@ -243,16 +269,23 @@ def main(argv=None) -> int:
                 t0.append(e0[0]), r0.append(e0[1]), t1.append(e1[0]), r1.append(e1[1])
                 spread.append(np.full(len(init), ctx.spread))
                 secs.append(sec)
-                per_scene[ctx.spec.name] = summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread))
+                infos_all.append(infos)
+                per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread)),
+                                                field_psnr=ctx.field_psnr, coverage_pct=ctx.coverage)
+            all_infos = [i for ctx_infos in infos_all for i in ctx_infos]
             row = dict(method=method, overrides=" ".join(methods[method]), start=start,
+                       accepted_steps={k: float(np.median([i[k] for i in all_infos]))
+                                       for k in ("steps", "polish_steps") if all_infos and k in all_infos[0]},
                        summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread))),
                        per_scene=per_scene, seconds_per_query=float(np.mean(secs)))
             rows.append(row)
             print(report([row]).splitlines()[-1], "  |", "  ".join(f"{k} {100 * v['success']:.0f}%"
-                                                               for k, v in per_scene.items()), flush=True)
+                                                               for k, v in per_scene.items()),
+                  "".join(f"  median {k} {v:g}" for k, v in row["accepted_steps"].items()), flush=True)
     text = report(rows)
-    text += "\nscenes: " + ", ".join(f"{c.spec.name} ({c.spec.dataset_type}, spread {c.spread:.2f} m, {len(c.idx)} queries)"
-                                     for c in contexts)
+    text += "\nscenes: " + ", ".join(f"{c.spec.name} ({c.spec.dataset_type}, spread {c.spread:.2f} m, {len(c.idx)} queries, "
+                                     f"field {c.field_psnr:.1f} dB at the true poses, nearest training camera "
+                                     f"{c.coverage:.1f} % of the spread)" for c in contexts)
     text += "\nmethods: " + "; ".join(f"{m} = {' '.join(methods[m])}" for m in names)
     print("\n" + text)
     a.out.mkdir(parents=True, exist_ok=True)

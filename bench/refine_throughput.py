@@ -63,6 +63,26 @@ def pose_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(t.max()), float(r.max())
 
 
+def floor_row(command: list, queries: int, device: str, ref: np.ndarray, rows: list, size: str) -> str:
+    """The one-at-a-time run again with another number of CPU threads: the same algorithm, only the
+    order of float reductions changes, so its pose difference is the float noise floor that any
+    batched difference is to be read against."""
+    if device != "cpu":
+        return f"{device:5s} {size:6s} noise floor: not measured (thread count only changes CPU reductions)"
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
+    try:
+        poses, sec = measure(command, 1, queries, device)
+    finally:
+        torch.set_num_threads(threads)
+    dt, dr = pose_difference(poses, ref)
+    rows.append(dict(device=device, size=size, refine_batch=1, threads=other, queries=len(poses), seconds=sec,
+                     queries_per_s=len(poses) / sec, max_dt_m=dt, max_dr_deg=dr, noise_floor=True))
+    return (f"{device:5s} {size:6s} refine_batch   1, {other} thread(s): max pose diff to the {threads}-thread run "
+            f"(float noise floor): {dt:.2e} m / {dr:.2e} deg")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scene", default="room21", help=f"a benchmark scene ({', '.join(bench_scenes.ALL)})")
@@ -72,6 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--pose_only", type=int, default=2, help="refinement mode (2: APR + NeFeS, 3, 4)")
     p.add_argument("--devices", default="cpu,cuda")
     p.add_argument("--extra", default="", help="more overrides of the refinement command, e.g. '--no_verification_step'")
+    p.add_argument("--no_noise_floor", dest="noise_floor", action="store_false",
+                   help="skip the one-at-a-time rerun with another CPU thread count")
     p.add_argument("--quick", action="store_true", help="demo size, batches 1 and 4, 8 queries")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     a = p.parse_args(argv)
@@ -82,6 +104,8 @@ def main(argv=None) -> int:
     batches = [int(b) for b in a.batches.split(",")]
     if batches[0] != 1:
         batches = [1] + batches   # the one-at-a-time run is the reference
+    if a.noise_floor:
+        batches.insert(1, "floor")
     rows, lines = [], []
     for device in a.devices.split(","):
         if device == "cuda" and not torch.cuda.is_available():
@@ -91,6 +115,10 @@ def main(argv=None) -> int:
         for size in a.sizes.split(","):
             ref, ref_qps = None, None
             for b in batches:
+                if b == "floor":
+                    lines.append(floor_row(base + SIZES[size], a.queries, device, ref, rows, size))
+                    print(lines[-1], flush=True)
+                    continue
                 poses, sec = measure(base + SIZES[size], b, a.queries, device)
                 qps = len(poses) / sec
                 if ref is None:

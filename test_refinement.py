@@ -50,9 +50,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         raise ValueError("pose_only=2/3/4 needs a NeFeS checkpoint: set ft_path")
     nefes, _ = load_nefes(args.ft_path, device, args)
     nefes.requires_grad_(False)   # frozen; modules stay in train mode (fusion BN on batch statistics)
-    h, w, f = scene.render_size(args.tinyscale)
-    cam = RenderCamera(h, w, f, scene.near, scene.far, scene.world_setup, args.N_samples, args.N_importance,
-                       args.transient_at_test, args.chunk, args.netchunk)
+    cam = RenderCamera.for_scene(args, scene)
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
@@ -66,7 +64,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         hists = torch.stack([it["hist"] for it in items]).to(device)
         init = torch.as_tensor(apr_poses[list(indices)], dtype=torch.float32, device=device)
         with torch.no_grad():   # DFNet level-0 features: working size (2, 4), render size (3)
-            targets = featnet.extract_features(imgs, (h, w) if args.pose_only == 3 else None)
+            targets = featnet.extract_features(imgs, (cam.h, cam.w) if args.pose_only == 3 else None)
         if args.pose_only == 2:
             out = refine_with_apr_batch(copies, nefes, imgs, hists, targets, cam, apr_s)
         elif args.pose_only == 3:

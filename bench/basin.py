@@ -138,15 +138,13 @@ class SceneContext:
         from models.losses import psnr
         from models.nefes import load_nefes
         nefes, _ = load_nefes(self.args.ft_path, self.device, self.args)
-        h, w, f = self.scene.render_size(self.args.tinyscale)
-        cam = RenderCamera(h, w, f, self.scene.near, self.scene.far, self.scene.world_setup, self.args.N_samples,
-                           self.args.N_importance, self.args.transient_at_test, self.args.chunk, self.args.netchunk)
+        cam = RenderCamera.for_scene(self.args, self.scene)
         out = []
         for k, i in enumerate(self.idx):
             item = self.scene.test[int(i)]
             rgb = cam.render(nefes, torch.as_tensor(self.gt[k], dtype=torch.float32, device=self.device)[None],
                              item["hist"][None].to(self.device))["rgb"]
-            ref = F.interpolate(item["img"][None].to(self.device), size=(h, w), mode="area")
+            ref = F.interpolate(item["img"][None].to(self.device), size=(cam.h, cam.w), mode="area")
             out.append(float(psnr(rgb.clamp(0, 1), ref)))
         return float(np.median(out))
 

@@ -39,6 +39,13 @@ class RenderCamera:
     chunk: int = defaults.CHUNK
     netchunk: int = defaults.NETCHUNK
 
+    @classmethod
+    def for_scene(cls, args, scene) -> "RenderCamera":
+        """The refinement camera of a loaded scene under a run's settings (tinyscale, samples, chunks)."""
+        h, w, f = scene.render_size(args.tinyscale)
+        return cls(h, w, f, scene.near, scene.far, scene.world_setup, args.N_samples, args.N_importance,
+                   args.transient_at_test, args.chunk, args.netchunk)
+
     def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
         """Render colour, features and fused features at APR-frame pose(s) (3, 4) or (B, 3, 4) with
         histogram(s) (10,) or (B, 10), differentiably; every image is fused with its own statistics."""

@@ -71,15 +71,24 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
             out = refine_pose_batch(init, nefes, hists, targets, cam, pose_s)
         else:
             out = refine_pose_lm_batch(init, nefes, hists, targets, cam, lm_s, images=imgs)
-        return polish(out, imgs, hists, targets) if args.lm_polish > 0 else out
+        return polish(out, init, imgs, hists, targets) if args.lm_polish > 0 else out
 
-    def polish(results, imgs, hists, targets):
-        """``lm_polish``: photometric Levenberg-Marquardt from each refined pose (this project)."""
+    def polish(results, init, imgs, hists, targets):
+        """``lm_polish``: photometric Levenberg-Marquardt from each refined pose (this project); with
+        ``lm_polish_start`` also from the initial pose, keeping per query the lower final loss."""
         poses = torch.stack([p for p, _ in results]).to(device)
+        B, k = len(results), 2 if args.lm_polish_start else 1
         s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0)
-        polished = refine_pose_lm_batch(poses, nefes, hists, targets, cam, s, images=imgs)
-        return [(p2, {**info, "polish_losses": info2["losses"], "polish_steps": info2["steps"]})
-                for (_, info), (p2, info2) in zip(results, polished)]
+        twice = (lambda x: torch.cat([x, x])) if k == 2 else (lambda x: x)
+        starts = torch.cat([poses, init.to(poses)]) if k == 2 else poses
+        polished = refine_pose_lm_batch(starts, nefes, twice(hists), twice(targets), cam, s, images=twice(imgs))
+        out = []
+        for b, (_, info) in enumerate(results):
+            j = min((b + i * B for i in range(k)), key=lambda j: polished[j][1]["losses"][-1])
+            pose, info2 = polished[j]
+            out.append((pose, {**info, "polish_losses": info2["losses"], "polish_steps": info2["steps"],
+                               "polish_from": "refined" if j < B else "start"}))
+        return out
 
     # one-time process cost kept out of the per-query timings: the first torch.optim optimizer
     # imports torch._dynamo (~1.4 s on CPU)

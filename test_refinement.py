@@ -79,9 +79,9 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         poses = torch.stack([p for p, _ in results]).to(device)
         B, k = len(results), 2 if args.lm_polish_start else 1
         s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0)
-        twice = (lambda x: torch.cat([x, x])) if k == 2 else (lambda x: x)
-        starts = torch.cat([poses, init.to(poses)]) if k == 2 else poses
-        polished = refine_pose_lm_batch(starts, nefes, twice(hists), twice(targets), cam, s, images=twice(imgs))
+        starts = torch.cat([poses, init.to(poses)][:k])                 # hypothesis i of query b: row b + i * B
+        polished = refine_pose_lm_batch(starts, nefes, torch.cat([hists] * k), torch.cat([targets] * k), cam, s,
+                                        images=torch.cat([imgs] * k))
         out = []
         for b, (_, info) in enumerate(results):
             j = min((b + i * B for i in range(k)), key=lambda j: polished[j][1]["losses"][-1])

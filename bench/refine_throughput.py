@@ -32,8 +32,9 @@ from bench import scenes as bench_scenes  # noqa: E402
 SIZES = {"demo": [], "paper": ["--df", "2", "--tinyscale", "4", "--N_samples", "64", "--N_importance", "64"]}
 
 
-def measure(command: list, batch: int, queries: int, device: str) -> tuple[np.ndarray, float]:
-    """Refine the first ``queries`` test queries ``batch`` at a time; -> (poses (n, 3, 4), seconds)."""
+def measure(command: list, batch: int, queries: int, device: str) -> tuple[np.ndarray, float, list]:
+    """Refine the first ``queries`` test queries ``batch`` at a time; -> (poses (n, 3, 4), seconds,
+    per query whether the verification step reverted it to the APR pose)."""
     from config.options import get_device, parse_args
     from dataset_loaders import load_scene
     from dm.direct_pose_model import load_APR_and_FeatureNet
@@ -49,21 +50,37 @@ def measure(command: list, batch: int, queries: int, device: str) -> tuple[np.nd
     refine(idx[:1])                                 # warm-up (allocations, kernels), not timed
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    out, t0 = [], time.perf_counter()
+    out, reverted, t0 = [], [], time.perf_counter()
     for k in range(0, len(idx), batch):
-        out += [p.double().cpu().numpy() for p, _ in refine(idx[k:k + batch])]
+        for p, info in refine(idx[k:k + batch]):
+            out.append(p.double().cpu().numpy())
+            reverted.append(bool(info.get("reverted", False)))
     if dev.type == "cuda":
         torch.cuda.synchronize()
-    return np.stack(out), time.perf_counter() - t0
+    return np.stack(out), time.perf_counter() - t0, reverted
 
 
-def pose_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def compare(poses: np.ndarray, reverted: list, ref: np.ndarray, ref_reverted: list) -> dict:
+    """Pose differences to the reference run, per query, and over the queries whose verification
+    decision (keep the refined pose or revert to the APR's) is the same in both runs: a decision that
+    flips on a float-rounding difference moves that query by the whole refinement."""
     from dm.metrics import pose_errors
-    t, r = pose_errors(a, b)
-    return float(t.max()), float(r.max())
+    t, r = pose_errors(poses, ref)
+    same = np.array(reverted) == np.array(ref_reverted)
+    return dict(max_dt_m=float(t.max()), max_dr_deg=float(r.max()), dt_m=t.tolist(), dr_deg=r.tolist(),
+                flips=int((~same).sum()), max_dt_same_m=float(t[same].max()) if same.any() else 0.0,
+                max_dr_same_deg=float(r[same].max()) if same.any() else 0.0)
 
 
-def floor_row(command: list, queries: int, device: str, ref: np.ndarray, rows: list, size: str) -> str:
+def diff_text(c: dict) -> str:
+    text = f"{c['max_dt_m']:.2e} m / {c['max_dr_deg']:.2e} deg"
+    if c["flips"]:
+        text += (f" ({c['flips']} verification decision(s) flipped; the others "
+                 f"{c['max_dt_same_m']:.2e} m / {c['max_dr_same_deg']:.2e} deg)")
+    return text
+
+
+def floor_row(command: list, queries: int, device: str, ref: tuple, rows: list, size: str) -> str:
     """The one-at-a-time run again with another number of CPU threads: the same algorithm, only the
     order of float reductions changes, so its pose difference is the float noise floor that any
     batched difference is to be read against."""
@@ -73,14 +90,14 @@ def floor_row(command: list, queries: int, device: str, ref: np.ndarray, rows: l
     other = 1 if threads > 1 else 2
     torch.set_num_threads(other)
     try:
-        poses, sec = measure(command, 1, queries, device)
+        poses, sec, reverted = measure(command, 1, queries, device)
     finally:
         torch.set_num_threads(threads)
-    dt, dr = pose_difference(poses, ref)
+    c = compare(poses, reverted, *ref)
     rows.append(dict(device=device, size=size, refine_batch=1, threads=other, queries=len(poses), seconds=sec,
-                     queries_per_s=len(poses) / sec, max_dt_m=dt, max_dr_deg=dr, noise_floor=True))
+                     queries_per_s=len(poses) / sec, noise_floor=True, **c))
     return (f"{device:5s} {size:6s} refine_batch   1, {other} thread(s): max pose diff to the {threads}-thread run "
-            f"(float noise floor): {dt:.2e} m / {dr:.2e} deg")
+            f"(float noise floor): {diff_text(c)}")
 
 
 def main(argv=None) -> int:
@@ -119,17 +136,17 @@ def main(argv=None) -> int:
                     lines.append(floor_row(base + SIZES[size], a.queries, device, ref, rows, size))
                     print(lines[-1], flush=True)
                     continue
-                poses, sec = measure(base + SIZES[size], b, a.queries, device)
+                poses, sec, reverted = measure(base + SIZES[size], b, a.queries, device)
                 qps = len(poses) / sec
                 if ref is None:
-                    ref, ref_qps = poses, qps
-                dt, dr = pose_difference(poses, ref)
+                    ref, ref_qps = (poses, reverted), qps
+                c = compare(poses, reverted, *ref)
                 row = dict(device=device, size=size, refine_batch=b, queries=len(poses), seconds=sec,
-                           queries_per_s=qps, speedup=qps / ref_qps, max_dt_m=dt, max_dr_deg=dr)
+                           queries_per_s=qps, speedup=qps / ref_qps, reverted=reverted, **c)
                 rows.append(row)
                 lines.append(f"{device:5s} {size:6s} refine_batch {b:3d}: {qps:7.3f} queries/s "
                              f"(x{row['speedup']:.2f}), {sec / len(poses):6.2f} s/query, "
-                             f"max pose diff to batch 1: {dt:.2e} m / {dr:.2e} deg")
+                             f"max pose diff to batch 1: {diff_text(c)}")
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + (f"\nscene {a.scene}, pose_only {a.pose_only} {a.extra}, {a.queries} queries, "
                                f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")

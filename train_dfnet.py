@@ -27,7 +27,8 @@ from config.options import apply_num_threads, get_device, parse_args, save_confi
 from core.errors import EXIT_INTERRUPTED, TrainingError, cli_main
 from core.frames import apr_to_nerf
 from models.dfnet import DFNet
-from models.dfnet_training import DFNetTrainConfig, DFNetTrainData, RenderFn, check_resume_identity, train_dfnet
+from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, RenderFn, check_resume_identity, train_dfnet,
+                                   translation_scale)
 
 _logger = logging.getLogger("train_dfnet")
 
@@ -76,6 +77,10 @@ def run(args) -> dict:
         check_resume_identity(out_dir, identity)   # before args.txt is rewritten
     save_config(args, out_dir)
     data = _scene_data(scene)
+    if args.pose_loss_t_scale == "auto":
+        cfg.t_scale = translation_scale(data.train_poses)
+        _logger.info("pose loss: translation in units of %.3f m (RMS distance of the training cameras from their centroid)",
+                     cfg.t_scale)
     _logger.info("DFNet training on %d frames (%dx%d), validating on %d", len(data.train_images),
                  scene.H, scene.W, len(data.val_images))
 

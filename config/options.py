@@ -50,6 +50,20 @@ def _bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
+def _t_scale(v) -> str:
+    """``pose_loss_t_scale``: 'auto' or a positive number of metres (kept as text; resolved by the trainer)."""
+    s = str(v).strip().lower()
+    if s == "auto":
+        return s
+    try:
+        ok = float(s) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive number of metres, got {v!r}")
+    return s
+
+
 @dataclass(frozen=True)
 class Legacy:
     """A key of the original that is accepted and has no effect here.
@@ -223,6 +237,8 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--triplet_crop", type=int, nargs=2, default=[0, 0], help="DFNet training: triplet loss on a random HxW feature window per batch (0 0: full image; the level-0 head at full resolution dominates CPU cost)")
     g.add_argument("--dfnet_val_every", type=int, default=1, help="DFNet training: validate (LR plateau, early stopping, best model) every n epochs")
     g.add_argument("--dfnet_save_every", type=int, default=1, help="DFNet training: write the resume checkpoint every n epochs")
+    g.add_argument("--pose_loss_t_scale", type=_t_scale, default="1", help="DFNet training: translation errors are divided by this (metres) in the pose MSE; 1: the original's loss in metres; auto: the RMS distance of the training cameras from their centroid (rotation and translation weigh alike on any scene size)")
+    g.add_argument("--dfnet_lr_schedule", type=str, default="plateau", choices=("plateau", "cosine"), help="DFNet training: plateau (the original's ReduceLROnPlateau) or cosine (decay to 1 %% of learning_rate over epochs: a settled model from a short fixed budget)")
     g.add_argument("--dfnet_time_budget", type=float, default=0.0, help="DFNet training: stop and save after this many minutes (0: no limit)")
     g.add_argument("--apr_random_init", type=_bool, nargs="?", const=True, default=False, help="tests/demos only: build a randomly initialised APR / feature DFNet when a checkpoint path is empty")
 

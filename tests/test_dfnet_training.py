@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from config.options import parse_args
 from models.dfnet import DFNet, load_dfnet
-from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_validation, _State, random_view_poses,
-                                   train_dfnet, triplet_loss)
+from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_validation, _State, cosine_lr, pose_loss,
+                                   random_view_poses, train_dfnet, translation_scale, triplet_loss)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -249,12 +249,53 @@ def test_ctrl_c_mid_epoch_writes_nothing_and_the_resume_is_exact(toy_data, tmp_p
 
 
 # ----------------------------------------------------------------------------------------------
+def test_pose_loss_translation_scale():
+    g = torch.Generator().manual_seed(1)
+    gt, pred = _poses(5, g), _poses(5, g).reshape(5, 12)
+    assert torch.allclose(pose_loss(pred, gt), F.mse_loss(pred, gt.reshape(5, 12)))     # 1: the original's MSE
+    d = pred.reshape(5, 3, 4) - gt
+    expect = (d[..., :3].square().sum() + (d[..., 3] / 4.0).square().sum()) / 60
+    assert torch.allclose(pose_loss(pred, gt, 4.0), expect)
+    # a scene 10x larger with its translations in units of its size: the same loss
+    big_gt, big_pred = gt.clone(), pred.reshape(5, 3, 4).clone()
+    big_gt[..., 3] *= 10
+    big_pred[..., 3] *= 10
+    assert torch.allclose(pose_loss(big_pred.reshape(5, 12), big_gt, 10 * translation_scale(gt)),
+                          pose_loss(pred, gt, translation_scale(gt)))
+    assert math.isclose(translation_scale(big_gt), 10 * translation_scale(gt), rel_tol=1e-6)
+
+
+def test_cosine_schedule_and_its_resume(toy_data, tmp_path):
+    rates = [cosine_lr(1e-3, e, 6) for e in range(6)]
+    assert rates[0] == 1e-3 and math.isclose(rates[-1], 1e-5) and all(a > b for a, b in zip(rates, rates[1:]))
+    cfg = _cfg(epochs=4, lr_schedule="cosine", t_scale=0.5, combine_loss_w=(1.0, 0.0, 0.0), rvs_loss_w=0.0)
+    train_dfnet(_net(), toy_data, None, cfg, tmp_path / "a")
+    lines = (tmp_path / "a" / "val_log.txt").read_text().splitlines()[2:]
+    assert [float(ln.split()[1]) for ln in lines] == pytest.approx([cosine_lr(1e-3, e, 4) for e in range(4)])
+    net_b = _net()
+    train_dfnet(net_b, toy_data, None, DFNetTrainConfig(**{**vars(cfg), "epochs": 4}), tmp_path / "b")
+    net_c = _net()    # the same run stopped after 2 epochs and resumed: the same rates, the same weights
+    train_dfnet(net_c, toy_data, None, DFNetTrainConfig(**{**vars(cfg), "epochs": 4, "time_budget_min": 1e-9}), tmp_path / "c")
+    train_dfnet(net_c, toy_data, None, cfg, tmp_path / "c")
+    for a, b in zip(net_b.state_dict().values(), net_c.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="dfnet_lr_schedule"):
+        _cfg(lr_schedule="step").validate()
+    with pytest.raises(ValueError, match="pose_loss_t_scale"):
+        _cfg(t_scale=0.0).validate()
+
+
 def test_config_from_args_and_data_checks():
     args = parse_args(["--epochs", "7", "--learning_rate", "3e-4", "--triplet_levels", "0", "--triplet_crop", "24", "32",
                        "--rvs_loss_w", "0.5", "--dfnet_time_budget", "4.5"])
     cfg = DFNetTrainConfig.from_args(args)
     assert (cfg.epochs, cfg.learning_rate, cfg.triplet_levels, cfg.triplet_crop) == (7, 3e-4, (0,), (24, 32))
     assert cfg.rvs_loss_w == 0.5 and cfg.time_budget_min == 4.5
+    assert (cfg.t_scale, cfg.lr_schedule) == (1.0, "plateau")     # the original's loss and schedule
+    cfg = DFNetTrainConfig.from_args(parse_args(["--pose_loss_t_scale", "2.5", "--dfnet_lr_schedule", "cosine"]))
+    assert (cfg.t_scale, cfg.lr_schedule) == (2.5, "cosine")
+    with pytest.raises(SystemExit):
+        parse_args(["--pose_loss_t_scale", "-1"])
     with pytest.raises(ValueError, match="triplet_levels"):
         DFNetTrainConfig.from_args(parse_args(["--triplet_levels", "3"]))
     with pytest.raises(ValueError, match="poses must be"):
@@ -291,7 +332,7 @@ def test_train_dfnet_script_pose_only(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(dataset_loaders, "load_scene", lambda args: _FakeScene(), raising=False)
     argv = ["--basedir", str(tmp_path), "--expname", "e", "--epochs", "2", "--dfnet_width", "0.0625",
             "--learning_rate", "1e-3", "--combine_loss_w", "1", "0", "0", "--rvs_loss_w", "0"]
-    assert train_dfnet.main(argv) == 0
+    assert train_dfnet.main(argv + ["--pose_loss_t_scale", "auto"]) == 0
     assert (tmp_path / "e" / "dfnet_best.pt").is_file() and (tmp_path / "e" / "args.txt").is_file()
     assert "pretrain_model_path" in capsys.readouterr().out
     # With rendered views but no NeFeS checkpoint: one error line, exit code 2.

@@ -46,11 +46,13 @@ class RenderCamera:
         return cls(h, w, f, scene.near, scene.far, scene.world_setup, args.N_samples, args.N_importance,
                    args.transient_at_test, args.chunk, args.netchunk)
 
-    def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor) -> dict:
+    def render(self, nefes, c2w_apr: torch.Tensor, hist: torch.Tensor, features: bool = True) -> dict:
         """Render colour, features and fused features at APR-frame pose(s) (3, 4) or (B, 3, 4) with
-        histogram(s) (10,) or (B, 10), differentiably; every image is fused with its own statistics."""
+        histogram(s) (10,) or (B, 10), differentiably; every image is fused with its own statistics.
+        ``features=False``: colour and depth only (no feature compositing, no fusion CNN)."""
         c2w_nerf = frames.apr_to_nerf(c2w_apr, self.world_setup)
-        return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=True,
+        return render_image(nefes, c2w_nerf, self.h, self.w, self.focal, self.near, self.far, hist, fuse=features,
+                            with_feat=features,
                             N_samples=self.N_samples, N_importance=self.N_importance, transient=self.transient,
                             per_image_stats=True, chunk=self.chunk, netchunk=self.netchunk)
 

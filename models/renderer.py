@@ -248,7 +248,7 @@ def render_pixels(model, c2w_nerf: torch.Tensor, uv: torch.Tensor, h: int, w: in
 
 def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, near: float, far: float,
                  hist: torch.Tensor, fuse: bool = True, N_samples: int = 64, N_importance: int = 64,
-                 transient: bool = True, per_image_stats: bool = False, **kw) -> dict:
+                 transient: bool = True, per_image_stats: bool = False, with_feat: bool = True, **kw) -> dict:
     """Render full image(s) deterministically, differentiable w.r.t. ``c2w_nerf``.
 
     Args:
@@ -259,6 +259,7 @@ def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, ne
         transient: ``transient_at_test``.
         per_image_stats: with B poses, each fused map is normalised with its own statistics, exactly as
             if it were rendered alone (batched refinement); else the B maps share them (training).
+        with_feat: False renders colour (and depth) only: no features, no fusion (photometric refinement).
         **kw: other :func:`render_rays` options (``chunk``, ``netchunk``, ``lindisp``, ...).
     Returns:
         dict: ``rgb (B,3,h,w)`` after ACT, ``feat (B,128,h,w)``, ``fused (B,128,h,w)`` (if ``fuse``),
@@ -268,12 +269,13 @@ def render_image(model, c2w_nerf: torch.Tensor, h: int, w: int, focal: float, ne
     hist_b = hist.reshape(c2w_b.shape[0], -1)
     kw.setdefault("perturb", False)
     out = render_pixels(model, c2w_b, _full_grid(h, w, c2w_b), h, w, focal, near, far, hist_b,
-                        N_samples=N_samples, N_importance=N_importance, transient=transient, with_feat=True, **kw)
+                        N_samples=N_samples, N_importance=N_importance, transient=transient, with_feat=with_feat, **kw)
     B = c2w_b.shape[0]
     res = {"rgb": out["rgb"].reshape(B, h, w, 3).permute(0, 3, 1, 2),
-           "feat": out["feat"].reshape(B, h, w, -1).permute(0, 3, 1, 2),
            "depth": out["depth"].reshape(B, h, w), "acc": out["acc"].reshape(B, h, w)}
-    if fuse:
+    if with_feat:
+        res["feat"] = out["feat"].reshape(B, h, w, -1).permute(0, 3, 1, 2)
+    if fuse and with_feat:
         res["fused"] = model.fuse(res["rgb"], res["feat"], per_image_stats)
     return res
 

@@ -319,6 +319,18 @@ def test_patches_match_full_image_and_order():
     assert p["rays"]["rgb"].shape == (2 * 3 * 16, 3)
 
 
+def test_colour_only_render_matches_the_full_render():
+    m = _tiny_mlp_model(2)
+    c2w = torch.stack([torch.eye(4)[:3], torch.tensor([[0.0, 0, 1, 0.2], [0, 1, 0, 0], [-1, 0, 0, 0.1]])])
+    hist = torch.tensor([[3.0, 10, 20, 30, 15, 10, 5, 4, 2, 1], [30.0, 30, 20, 10, 5, 5, 0, 0, 0, 0]])
+    kw = dict(N_samples=8, N_importance=8)
+    full = render_image(m, c2w, 9, 11, 8.0, 0.0, 2.0, hist, **kw)
+    col = render_image(m, c2w, 9, 11, 8.0, 0.0, 2.0, hist, with_feat=False, **kw)
+    assert "feat" not in col and "fused" not in col and "fused" in full
+    for k in ("rgb", "depth", "acc"):
+        assert torch.allclose(col[k], full[k], atol=1e-6)
+
+
 def test_render_pixels_applies_act_per_image():
     m = _tiny_mlp_model(2)
     c2w = torch.eye(4)[:3].expand(2, 3, 4)

@@ -132,6 +132,8 @@ def format_summary(s: dict) -> str:
              f"{'APR (DFNet)':22s}{a['median_t']:14.3f}{a['median_r']:16.2f}",
              f"{'APR + NeFeS refinement':22s}{r['median_t']:14.3f}{r['median_r']:16.2f}",
              f"{'ratio refined / APR':22s}{r['median_t'] / a['median_t']:14.2f}{r['median_r'] / a['median_r']:16.2f}",
+             *([f"queries improved: {100 * s['improved']['both']:.0f} % in both t and r "
+                f"({100 * s['improved']['t']:.0f} % in t, {100 * s['improved']['r']:.0f} % in r)"] if "improved" in s else []),
              f"refinement: {s['seconds_per_query']:.2f} s per query",
              f"results and plots: {s['results_dir']} (trajectories.png, error_cdf.png, summary.json)"]
     return "\n".join(lines)

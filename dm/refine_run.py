@@ -220,6 +220,10 @@ def write_finals(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.n
         seconds = [e["seconds"] for e in entries]
         errs = metrics.pose_errors(refined, gt)
         summary["refined"] = metrics.summarize(*errs)
+        e0 = metrics.pose_errors(apr_poses, gt)
+        better_t, better_r = errs[0] < e0[0], errs[1] < e0[1]
+        summary["improved"] = {"t": float(better_t.mean()), "r": float(better_r.mean()),
+                               "both": float((better_t & better_r).mean())}   # fraction of queries closer than the APR
         summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
                        refined_file=str(files.refined), reverted=int(sum(e["info"].get("reverted", False) for e in entries)),
                        resumed_queries=int(sum(e.get("resumed", False) for e in entries)), previews=s.previews,

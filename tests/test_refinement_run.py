@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, tiny_nefes_args
 from dm import distributed
 from dm.refine_journal import Journal, describe_changes, file_identity
+from dm.metrics import pose_errors
 from dm.refine_run import merge, plan
 from dm.previews import pick_queries
 
@@ -169,6 +170,10 @@ def test_torchrun_two_ranks_write_the_single_process_files(tiny_room, tiny_model
     summary, ref_summary = (json.loads((d / "summary.json").read_text()) for d in (out, ref_dir))
     assert summary["world_size"] == 2 and len(summary["query_seconds"]) == 4
     assert summary["refined"] == ref_summary["refined"] and summary["apr"] == ref_summary["apr"]
+    assert summary["improved"] == ref_summary["improved"]
+    gt, apr, refined = (np.loadtxt(out / name).reshape(-1, 3, 4) for name in (RESULTS[0], *RESULTS[2:]))
+    (t0, r0), (t1, r1) = pose_errors(apr, gt), pose_errors(refined, gt)
+    assert summary["improved"]["both"] == pytest.approx(float(((t1 < t0) & (r1 < r0)).mean()))
     journal = sorted(p.name for p in (out / "journal").glob("q*.json"))
     assert journal == [f"q{i:06d}.json" for i in range(4)]
     assert p.stdout.count("DFNet + NeFeS2: n = 4") == 1                # rank 0 alone reports

@@ -55,7 +55,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
     lm_s = LMSettings(args.opt_iter, crop=args.refine_crop, blur=tuple(args.lm_blur), lambda_init=args.lm_lambda,
-                      feature=args.lm_feature, color=args.lm_color)
+                      feature=args.lm_feature, color=args.lm_color, jacobian=args.lm_jacobian)
     copies = APRCopies(apr)
 
     def refine(indices):
@@ -78,7 +78,8 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         ``lm_polish_start`` also from the initial pose, keeping per query the lower final loss."""
         poses = torch.stack([p for p, _ in results]).to(device)
         B, k = len(results), 2 if args.lm_polish_start else 1
-        s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0)
+        s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0,
+                       jacobian=args.lm_jacobian)
         starts = torch.cat([poses, init.to(poses)][:k])                 # hypothesis i of query b: row b + i * B
         polished = refine_pose_lm_batch(starts, nefes, torch.cat([hists] * k), torch.cat([targets] * k), cam, s,
                                         images=torch.cat([imgs] * k))

@@ -257,6 +257,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--lm_feature", type=float, default=1.0, help="pose_only=4: weight of the paper's feature loss (0 with lm_color > 0: photometric refinement alone)")
     g.add_argument("--lm_polish", type=int, default=0, help="after pose_only 2/3/4: this many photometric Levenberg-Marquardt iterations from the refined pose (rendered colour against the query; this project); 0: off")
     g.add_argument("--lm_polish_start", action="store_true", help="with lm_polish: also polish from the query's initial (APR) pose and keep, per query, the pose with the lower photometric loss (two hypotheses: the refined pose and the start; this project)")
+    g.add_argument("--lm_jacobian", type=str, default="fd", choices=("fd", "flow"), help="pose_only=4 and lm_polish: Jacobian of the render w.r.t. the pose: fd (6 forward-difference renders per step) or flow (image gradient x the optical flow of the rendered depth: no extra render; this project)")
     g.add_argument("--lm_lambda", type=float, default=1e-2, help="pose_only=4: initial Levenberg-Marquardt damping")
     g.add_argument("--restart", type=_bool, nargs="?", const=True, default=False, help="discard the refinement journal (<expdir>/journal) and refine every query again; without it a rerun of the same configuration resumes")
     g.add_argument("--preview_queries", type=int, nargs="*", default=None, help="test query indices shown in previews.png (default: 4 spread over the test set; none given: no previews)")

@@ -7,9 +7,13 @@ least-squares residual at the render size). Instead of moving the pose through 5
 APR's weights, it moves the pose itself with damped Gauss-Newton steps:
 
 * pose update on the right, in the camera frame: ``T <- T · exp(δ)``, ``δ = (ρ, ω)`` (metres, radians);
-* Jacobian of the fused render w.r.t. the six pose directions by forward differences
-  (6 extra forward renders of the same rays, no backward pass; the translation step is scaled by the
-  median rendered depth, so nothing depends on the scene's units);
+* Jacobian of the fused render w.r.t. the six pose directions, either (``jacobian="fd"``) by forward
+  differences (6 extra forward renders of the same rays, no backward pass; the translation step is
+  scaled by the median rendered depth, so nothing depends on the scene's units), or (``"flow"``) from
+  the render itself, as direct image alignment does: a small camera move shifts every pixel by the
+  optical flow of its rendered 3-D point (rendered depth), so ``d map / dδ = -∇map · d flow / dδ``,
+  with no extra render (occlusion and view-dependent changes are ignored; the step is only kept if
+  the rendered loss drops, so an inexact Jacobian can slow the descent but never raise the loss);
 * Marquardt damping ``(JᵀJ + λ diag(JᵀJ)) δ = -Jᵀr``: a step is kept only if it lowers the loss,
   otherwise λ grows and the step shrinks, so the loss never increases;
 * coarse-to-fine: the first stages smooth both feature maps with a Gaussian (``lm_blur``, working
@@ -31,6 +35,9 @@ import torch
 
 from dm.refine_loss import ColorResidual, FeatureResidual, check_crop
 from core import geometry
+from models.rays import camera_dirs, pixel_grid
+
+JACOBIANS = ("fd", "flow")
 
 
 @dataclass
@@ -43,6 +50,7 @@ class LMSettings:
     min_step: float = 1e-5               # stop when |δ| (rad, and metres / depth) falls below this
     feature: float = 1.0                 # weight of the paper's feature loss
     color: float = 0.0                   # weight of the photometric term (0: the paper's loss alone)
+    jacobian: str = "fd"                 # "fd": 6 forward-difference renders; "flow": image gradient x pose flow
 
 
 def _right_update(T: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -60,14 +68,50 @@ class _Renderer:
         self.nefes, self.cam, self.hists, self.features = nefes, cam, hists, features
 
     @torch.no_grad()
-    def __call__(self, T: torch.Tensor, q: torch.Tensor) -> tuple[tuple, torch.Tensor]:
-        """-> (fused (N, C, h, w) or None, rgb (N, 3, h, w) or None), median depth per render (N,) in APR units."""
+    def __call__(self, T: torch.Tensor, q: torch.Tensor) -> tuple[tuple, torch.Tensor, torch.Tensor | None]:
+        """-> (fused (N, C, h, w) or None, rgb (N, 3, h, w) or None), median depth per render (N,) and
+        the depth map (N, h, w) (NaN where the render is mostly empty; None if the renderer gives no
+        depth), both in APR units."""
         hist = None if self.hists is None else self.hists[q]
         out = self.cam.render(self.nefes, T.float(), hist) if self.features else \
             self.cam.render(self.nefes, T.float(), hist, features=False)
         scale = getattr(getattr(self.cam, "world_setup", None), "scale", 1.0)
-        depth = out["depth"].flatten(1).median(1).values / scale if "depth" in out else torch.ones(len(q))
-        return (out.get("fused"), out.get("rgb")), depth.double()
+        if "depth" not in out:
+            return (out.get("fused"), out.get("rgb")), torch.ones(len(q), dtype=torch.float64), None
+        dmap = out["depth"].double() / scale
+        if "acc" in out:   # expected depth of the surface, not pulled towards 0 by empty space
+            acc = out["acc"].double()
+            dmap = torch.where(acc > 0.5, dmap / acc.clamp_min(1e-6), torch.full_like(dmap, math.nan))
+        return (out.get("fused"), out.get("rgb")), out["depth"].flatten(1).median(1).values.double() / scale, dmap
+
+
+def pose_flow(depth: torch.Tensor, focal: float) -> torch.Tensor:
+    """(N, h, w) z-depth maps (APR units; NaN: no surface) -> (N, 6, 2, h, w) optical flow (pixels per
+    unit δ) of each pixel's 3-D point under the camera move ``T <- T · exp(δ)``, δ = (ρ, ω); 0 where
+    there is no surface. First order: the point's camera coordinates move by ``-ρ - ω × X``."""
+    N, h, w = depth.shape
+    uv = pixel_grid(h, w, device=depth.device, dtype=depth.dtype)
+    X = depth.reshape(N, -1, 1) * camera_dirs(uv, h, w, focal)                   # (N, hw, 3), OpenGL axes
+    valid = torch.isfinite(X).all(-1) & (X[..., 2] < 0)
+    X = torch.where(valid[..., None], X, torch.tensor([0.0, 0.0, -1.0], dtype=X.dtype, device=X.device))
+    x, y, Z = X[..., 0], X[..., 1], -X[..., 2]
+    # d(u, v) / dX of u = w/2 + f x / Z, v = h/2 - f y / Z with Z = -z
+    du = torch.stack([focal / Z, torch.zeros_like(Z), focal * x / Z ** 2], -1)   # (N, hw, 3)
+    dv = torch.stack([torch.zeros_like(Z), -focal / Z, -focal * y / Z ** 2], -1)
+    P = torch.stack([du, dv], -2)                                                # (N, hw, 2, 3)
+    eye = torch.eye(3, dtype=X.dtype, device=X.device)
+    dX = torch.cat([-eye.expand(N, X.shape[1], 3, 3),                            # d X / d ρ
+                    geometry.skew(X)], dim=-1)                                   # d X / d ω = [X]x
+    flow = (P @ dX) * valid[..., None, None]                                     # (N, hw, 2, 6)
+    return flow.permute(0, 3, 2, 1).reshape(N, 6, 2, h, w)
+
+
+def flow_jacobian(m: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) maps, (N, 6, 2, h, w) pose flow -> (N, 6, C, h, w) d map / d δ: the map at the
+    moved pose is the current map shifted by the flow, ``m'(u) ≈ m(u) - ∇m(u) · flow(u)``."""
+    gy, gx = torch.gradient(m, dim=(-2, -1))
+    f = flow.to(m.dtype)
+    return -(gx[:, None] * f[:, :, None, 0] + gy[:, None] * f[:, :, None, 1])
 
 
 class _Objective:
@@ -131,11 +175,17 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
         raise ValueError("lm_color > 0 needs the query images")
     if s.color <= 0 and s.feature <= 0:
         raise ValueError("lm_feature and lm_color are both 0: nothing to minimise")
+    if s.jacobian not in JACOBIANS:
+        raise ValueError(f"lm_jacobian must be one of {JACOBIANS}, not {s.jacobian!r}")
+    if s.jacobian == "flow" and getattr(cam, "focal", None) is None:
+        raise ValueError('lm_jacobian "flow" needs a camera with a focal length (cam.focal)')
     B, dev = c2w_init.shape[0], c2w_init.device
     T = c2w_init.detach().double().clone()
     q_all = torch.arange(B, device=dev)
     render = _Renderer(nefes, cam, hists, features=s.feature > 0)
-    x, depth = render(T, q_all)                                  # (fused, rgb) at the current poses
+    x, depth, dmap = render(T, q_all)                            # (fused, rgb) at the current poses
+    if s.jacobian == "flow" and dmap is None:
+        raise ValueError('lm_jacobian "flow" needs a renderer that returns depth')
     if s.color > 0 and x[1] is None:
         raise ValueError("lm_color > 0 needs a renderer that returns colour")
     used = [k for k, w in enumerate((s.feature, s.color)) if w > 0]   # maps the objective uses: 0 fused, 1 rgb
@@ -166,11 +216,18 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
                 break
             # 1. forward-difference Jacobians where the pose moved
             need = torch.nonzero(stale & active).flatten()
-            if need.numel():
+            if need.numel() and s.jacobian == "flow":
+                if Jx is None:
+                    Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
+                flow = pose_flow(dmap[need], float(cam.focal))
+                for k in used:
+                    Jx[k][need] = flow_jacobian(x[k][need], flow)
+                stale[need] = False
+            elif need.numel():
                 eps = torch.tensor([s.fd_step] * 6, dtype=torch.float64, device=dev).expand(need.numel(), 6).clone()
                 eps[:, :3] *= depth[need, None].clamp_min(1e-6)
                 deltas = torch.diag_embed(eps).reshape(-1, 6)                   # (n*6, 6)
-                xp, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
+                xp, _, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
                 if Jx is None:
                     Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
                 for k in used:
@@ -190,12 +247,14 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             delta = -torch.linalg.solve(A, g)
             # 3. try the steps; keep the ones that lower the loss
             Tc = _right_update(T[idx], delta)
-            xc, dc = render(Tc, idx)
+            xc, dc, dmc = render(Tc, idx)
             rc = obj.residual(xc, idx)
             lc = obj.loss(rc, idx)
             better = lc < loss[idx]
             acc = idx[better]
             T[acc], depth[acc], loss[acc] = Tc[better], dc[better], lc[better]
+            if dmap is not None:
+                dmap[acc] = dmc[better]
             for k in used:
                 x[k][acc] = xc[k][better]
             for v, vc in zip(r, rc):

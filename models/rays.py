@@ -28,6 +28,13 @@ def camera_dirs(uv: torch.Tensor, h: int, w: int, focal: float) -> torch.Tensor:
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
 
 
+def project(x_cam: torch.Tensor, h: int, w: int, focal: float) -> torch.Tensor:
+    """``(..., 3)`` camera-frame points (OpenGL axes, in front of the camera: z < 0) -> ``(..., 2)`` pixel
+    coordinates ``(u, v)``; the inverse of :func:`camera_dirs` (``project(z * camera_dirs(uv)) == uv``)."""
+    depth = -x_cam[..., 2]
+    return torch.stack([w / 2.0 + focal * x_cam[..., 0] / depth, h / 2.0 - focal * x_cam[..., 1] / depth], dim=-1)
+
+
 def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor | None = None):
     """Rays of a pinhole camera.
 

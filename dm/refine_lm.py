@@ -35,7 +35,7 @@ import torch
 
 from dm.refine_loss import ColorResidual, FeatureResidual, check_crop
 from core import geometry
-from models.rays import camera_dirs, pixel_grid
+from models.rays import camera_dirs, pixel_grid, project_jacobian
 
 JACOBIANS = ("fd", "flow")
 
@@ -94,11 +94,7 @@ def pose_flow(depth: torch.Tensor, focal: float) -> torch.Tensor:
     X = depth.reshape(N, -1, 1) * camera_dirs(uv, h, w, focal)                   # (N, hw, 3), OpenGL axes
     valid = torch.isfinite(X).all(-1) & (X[..., 2] < 0)
     X = torch.where(valid[..., None], X, torch.tensor([0.0, 0.0, -1.0], dtype=X.dtype, device=X.device))
-    x, y, Z = X[..., 0], X[..., 1], -X[..., 2]
-    # d(u, v) / dX of u = w/2 + f x / Z, v = h/2 - f y / Z with Z = -z
-    du = torch.stack([focal / Z, torch.zeros_like(Z), focal * x / Z ** 2], -1)   # (N, hw, 3)
-    dv = torch.stack([torch.zeros_like(Z), -focal / Z, -focal * y / Z ** 2], -1)
-    P = torch.stack([du, dv], -2)                                                # (N, hw, 2, 3)
+    P = project_jacobian(X, focal)                                               # (N, hw, 2, 3)
     eye = torch.eye(3, dtype=X.dtype, device=X.device)
     dX = torch.cat([-eye.expand(N, X.shape[1], 3, 3),                            # d X / d ρ
                     geometry.skew(X)], dim=-1)                                   # d X / d ω = [X]x
@@ -214,26 +210,24 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
             it_global += 1
             if not bool(active.any()):
                 break
-            # 1. forward-difference Jacobians where the pose moved
+            # 1. Jacobians where the pose moved
             need = torch.nonzero(stale & active).flatten()
-            if need.numel() and s.jacobian == "flow":
+            if need.numel():
                 if Jx is None:
                     Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
-                flow = pose_flow(dmap[need], float(cam.focal))
-                for k in used:
-                    Jx[k][need] = flow_jacobian(x[k][need], flow)
-                stale[need] = False
-            elif need.numel():
-                eps = torch.tensor([s.fd_step] * 6, dtype=torch.float64, device=dev).expand(need.numel(), 6).clone()
-                eps[:, :3] *= depth[need, None].clamp_min(1e-6)
-                deltas = torch.diag_embed(eps).reshape(-1, 6)                   # (n*6, 6)
-                xp, _, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
-                if Jx is None:
-                    Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
-                for k in used:
-                    m = x[k]
-                    Jx[k][need] = (xp[k].view(need.numel(), 6, *m.shape[1:]) - m[need, None]) \
-                        / eps[..., None, None, None].to(m.dtype)
+                if s.jacobian == "flow":
+                    flow = pose_flow(dmap[need], float(cam.focal))
+                    for k in used:
+                        Jx[k][need] = flow_jacobian(x[k][need], flow)
+                else:
+                    eps = torch.tensor([s.fd_step] * 6, dtype=torch.float64, device=dev).expand(need.numel(), 6).clone()
+                    eps[:, :3] *= depth[need, None].clamp_min(1e-6)
+                    deltas = torch.diag_embed(eps).reshape(-1, 6)                   # (n*6, 6)
+                    xp, _, _ = render(_right_update(T[need].repeat_interleave(6, 0), deltas), need.repeat_interleave(6))
+                    for k in used:
+                        m = x[k]
+                        Jx[k][need] = (xp[k].view(need.numel(), 6, *m.shape[1:]) - m[need, None]) \
+                            / eps[..., None, None, None].to(m.dtype)
                 stale[need] = False
             # 2. damped Gauss-Newton step for every active query
             idx = torch.nonzero(active).flatten()

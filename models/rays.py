@@ -35,6 +35,15 @@ def project(x_cam: torch.Tensor, h: int, w: int, focal: float) -> torch.Tensor:
     return torch.stack([w / 2.0 + focal * x_cam[..., 0] / depth, h / 2.0 - focal * x_cam[..., 1] / depth], dim=-1)
 
 
+def project_jacobian(x_cam: torch.Tensor, focal: float) -> torch.Tensor:
+    """``(..., 3)`` camera-frame points -> ``(..., 2, 3)`` derivative of :func:`project` w.r.t. the point."""
+    x, y, depth = x_cam[..., 0], x_cam[..., 1], -x_cam[..., 2]
+    o = torch.zeros_like(depth)
+    du = torch.stack([focal / depth, o, focal * x / depth ** 2], -1)
+    dv = torch.stack([o, -focal / depth, -focal * y / depth ** 2], -1)
+    return torch.stack([du, dv], -2)
+
+
 def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor | None = None):
     """Rays of a pinhole camera.
 

@@ -231,3 +231,36 @@ def test_misspelled_config_key_suggests_the_nearest_and_strict_makes_it_an_error
     cfg.write_text("strict_config = True\nlearing_rate = 3e-5\n")           # strict from the file itself
     with pytest.raises(ConfigError, match="learing_rate"):
         options.parse_args(["--config", str(cfg)])
+
+
+def test_basin_methods_do_not_inherit_the_demo_configs_project_options():
+    """bench.basin refines with the synthetic demo's config, which turns the photometric polish on:
+    its rows must mean what their names say (``paper`` is the paper's mode alone, ``lm`` uses forward
+    differences), whatever that config's defaults become."""
+    from bench.basin import METHODS
+    from config.options import parse_args
+    cfg = ["--config", str(REPO / "config" / "synthetic" / "config_room_DFM.txt")]
+    base = parse_args(cfg)
+    assert base.lm_polish > 0 and base.lm_jacobian == "flow"     # what would leak without the overrides
+    for name in ("paper", "pose_adam", "lm"):
+        assert parse_args(cfg + METHODS[name]).lm_polish == 0, name
+    assert parse_args(cfg + METHODS["lm"]).lm_jacobian == "fd"
+    polish = parse_args(cfg + METHODS["polish"])
+    assert (polish.pose_only, polish.lm_polish, polish.lm_polish_start, polish.lm_jacobian) == (2, 6, True, "flow")
+
+
+def test_basin_success_is_also_reported_over_the_queries_the_field_renders():
+    """bench.basin separates an optimiser's failures from a field's: success over all queries and over
+    those whose field PSNR at the truth reaches --field_ok (success: error halved and below 1 deg / 1 %)."""
+    import numpy as np
+    from bench.basin import report, summarize
+    zero, five = np.zeros(4), np.full(4, 5.0)
+    t1, r1 = np.array([0.001, 0.001, 0.001, 0.001]), np.array([0.2, 3.0, 0.4, 4.0])   # 2 of 4 succeed
+    s = summarize(zero, five, t1, r1, np.full(4, 3.0), np.array([True, True, True, False]))
+    assert (s["n"], s["success"], s["n_rendered"]) == (4, 0.5, 3)
+    assert abs(s["success_rendered"] - 2 / 3) < 1e-12
+    none = summarize(zero, five, t1, r1, np.full(4, 3.0), np.zeros(4, dtype=bool))
+    assert none["n_rendered"] == 0 and none["success_rendered"] is None
+    text = report([dict(method="m", start="rot5", summary=s, seconds_per_query=1.0),
+                   dict(method="m", start="rot5", summary=none, seconds_per_query=1.0)])
+    assert "67% of  3" in text and "-  of  0" in text

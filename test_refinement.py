@@ -44,6 +44,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     """
     from dm.refine_apr import APRCopies, APRRefineSettings, RenderCamera, refine_with_apr_batch
     from dm.refine_lm import LMSettings, refine_pose_lm_batch
+    from dm.refine_loss import ColorResidual
     from dm.refine_pose import PoseRefineSettings, refine_pose_batch
     from models.nefes import load_nefes
     if not args.ft_path:
@@ -88,6 +89,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
             j = min((b + i * B for i in range(k)), key=lambda j: polished[j][1]["losses"][-1])
             pose, info2 = polished[j]
             out.append((pose, {**info, "polish_losses": info2["losses"], "polish_steps": info2["steps"],
+                               "render_psnr": ColorResidual.psnr(info2["losses"][-1]),   # at the render size, cropped
                                "polish_from": "refined" if j < B else "start"}))
         return out
 

@@ -22,7 +22,9 @@ a refinement succeeds when it halves the size and ends below 1 (``e_final <= e_s
 PSNR at its true pose is measured once (``--field_ok``, default 25 dB, the line between the views a
 field renders and those it smears, e.g. walls no training camera saw); the report gives the success
 rate over all queries and, separately, over the queries rendered at or above that line, so that an
-optimiser's failures are not confused with a field's.
+optimiser's failures are not confused with a field's. **Flagged**: refinements the run itself marks
+as unreliable (with ``lm_polish``: render PSNR at the refined pose below
+:data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
 
 ``--quick`` uses two scenes (a room and a street), 8 queries and four starts: a few minutes once the
 scenes are trained (training a scene takes 10-25 minutes on this CPU, once). Results:
@@ -45,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import scenes as bench_scenes  # noqa: E402
+from dm.refine_run import LOW_RENDER_PSNR  # noqa: E402
 
 #: name -> overrides of the scene's demo refinement command
 # Every method states its project options (polish, Jacobian) explicitly: the scenes' refinement config is
@@ -192,9 +195,12 @@ def errors(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pose_errors(pred, gt)
 
 
-def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = None) -> dict:
+def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = None,
+              flagged: np.ndarray | None = None) -> dict:
     """Success rate and medians over queries (arrays over all queries of all scenes); ``rendered``: mask
-    of the queries the field renders well (success over them: ``success_rendered``, of ``n_rendered``)."""
+    of the queries the field renders well (success over them: ``success_rendered``, of ``n_rendered``);
+    ``flagged``: mask of the refinements the run itself flags as unreliable (``n_flagged``, of which
+    ``flagged_failed`` failed)."""
     unit_t = spread / 100
     e0 = np.maximum(r0 / 1.0, t0 / unit_t)
     e1 = np.maximum(r1 / 1.0, t1 / unit_t)
@@ -203,20 +209,23 @@ def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = 
     return dict(n=int(len(ok)), success=float(ok.mean()), n_rendered=int(rendered.sum()),
                 success_rendered=float(ok[rendered].mean()) if rendered.any() else None,   # None: JSON null
                 improved=float(((t1 < t0) | (t0 == 0)).mean()),
+                n_flagged=int(np.sum(flagged)) if flagged is not None else 0,
+                flagged_failed=int(np.sum(np.asarray(flagged, dtype=bool) & ~ok)) if flagged is not None else 0,
                 t0=float(np.median(t0)), r0=float(np.median(r0)), t1=float(np.median(t1)), r1=float(np.median(r1)),
                 t1_rel=float(np.median(t1 / unit_t)), r1_max=float(np.max(r1)))
 
 
 def report(rows: list) -> str:
     head = (f"{'method':10s} {'start':9s} {'n':>4s} {'success':>8s} {'start t/r':>16s} {'final t / r (median)':>22s} "
-            f"{'final t %sprd':>13s} {'s/query':>8s} {'rendered: success':>18s}")
+            f"{'final t %sprd':>13s} {'s/query':>8s} {'rendered: success':>18s} {'flagged (failed)':>16s}")
     lines = [head]
     for m in rows:
         s = m["summary"]
         lines.append(f"{m['method']:10s} {m['start']:9s} {s['n']:4d} {100 * s['success']:7.0f}% "
                      f"{s['t0']:7.3f}m/{s['r0']:5.2f}d {s['t1']:10.4f} m / {s['r1']:6.3f} deg {s['t1_rel']:12.2f}% "
                      f"{m['seconds_per_query']:8.2f} "
-                     + (f"{100 * s['success_rendered']:9.0f}% of {s['n_rendered']:2d}" if s.get("n_rendered") else f"{'-':>9s}  of  0"))
+                     + (f"{100 * s['success_rendered']:9.0f}% of {s['n_rendered']:2d}" if s.get("n_rendered") else f"{'-':>9s}  of  0")
+                     + f" {s.get('n_flagged', 0):11d} ({s.get('flagged_failed', 0):2d})")
     return "\n".join(lines)
 
 
@@ -276,7 +285,7 @@ def main(argv=None) -> int:
     rows = []
     for method in names:
         for start in starts:
-            t0, r0, t1, r1, spread, rendered, secs, per_scene, infos_all = [], [], [], [], [], [], [], {}, []
+            t0, r0, t1, r1, spread, rendered, flagged, secs, per_scene, infos_all = [], [], [], [], [], [], [], [], {}, []
             for ctx in contexts:
                 init = ctx.start_poses(start)
                 refined, sec, infos = ctx.refine(methods[method], init, a.batch)
@@ -284,20 +293,23 @@ def main(argv=None) -> int:
                 t0.append(e0[0]), r0.append(e0[1]), t1.append(e1[0]), r1.append(e1[1])
                 spread.append(np.full(len(init), ctx.spread))
                 rendered.append(ctx.query_psnr >= a.field_ok)
+                render_psnr = np.array([i.get("render_psnr", math.inf) for i in infos])   # from lm_polish
+                flagged.append(render_psnr < LOW_RENDER_PSNR)
                 secs.append(sec)
                 infos_all.append(infos)
                 per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread),
-                                                          rendered[-1]),
+                                                          rendered[-1], flagged[-1]),
                                                 field_psnr=ctx.field_psnr, coverage_pct=ctx.coverage,
                                                 queries=[int(i) for i in ctx.idx],   # per query, for failure analysis
                                                 query_psnr=[round(float(v), 2) for v in ctx.query_psnr],
+                                                render_psnr=[round(float(v), 2) if math.isfinite(v) else None for v in render_psnr],
                                                 errors={k: [round(float(v), 5) for v in e] for k, e in
                                                         zip(("t0", "r0", "t1", "r1"), (*e0, *e1))})
             all_infos = [i for ctx_infos in infos_all for i in ctx_infos]
             row = dict(method=method, overrides=" ".join(methods[method]), start=start,
                        accepted_steps={k: float(np.median([i[k] for i in all_infos]))
                                        for k in ("steps", "polish_steps") if all_infos and k in all_infos[0]},
-                       summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread, rendered))),
+                       summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread, rendered, flagged))),
                        per_scene=per_scene, seconds_per_query=float(np.mean(secs)))
             rows.append(row)
             print(report([row]).splitlines()[-1], "  |", "  ".join(f"{k} {100 * v['success']:.0f}%"

@@ -198,6 +198,11 @@ class ColorResidual:
     def loss(self, r: torch.Tensor) -> torch.Tensor:
         return 0.5 * r.square().flatten(1).sum(1)
 
+    @staticmethod
+    def psnr(loss: float, weight: float = 1.0) -> float:
+        """PSNR (dB) of the render against the query that a loss of this residual means (loss = weight · ½ MSE)."""
+        return -10.0 * math.log10(max(2.0 * loss / weight, 1e-12))
+
     def jacobian(self, drgb: torch.Tensor) -> torch.Tensor:
         """(N, K, 3, h, w) render-space derivatives -> (N, K, 3, k_h, k_w)."""
         return self.factor * self._map(drgb)

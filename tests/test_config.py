@@ -256,11 +256,13 @@ def test_basin_success_is_also_reported_over_the_queries_the_field_renders():
     from bench.basin import report, summarize
     zero, five = np.zeros(4), np.full(4, 5.0)
     t1, r1 = np.array([0.001, 0.001, 0.001, 0.001]), np.array([0.2, 3.0, 0.4, 4.0])   # 2 of 4 succeed
-    s = summarize(zero, five, t1, r1, np.full(4, 3.0), np.array([True, True, True, False]))
+    s = summarize(zero, five, t1, r1, np.full(4, 3.0), np.array([True, True, True, False]),
+                  flagged=np.array([False, True, False, True]))
     assert (s["n"], s["success"], s["n_rendered"]) == (4, 0.5, 3)
+    assert (s["n_flagged"], s["flagged_failed"]) == (2, 2)
     assert abs(s["success_rendered"] - 2 / 3) < 1e-12
     none = summarize(zero, five, t1, r1, np.full(4, 3.0), np.zeros(4, dtype=bool))
     assert none["n_rendered"] == 0 and none["success_rendered"] is None
     text = report([dict(method="m", start="rot5", summary=s, seconds_per_query=1.0),
                    dict(method="m", start="rot5", summary=none, seconds_per_query=1.0)])
-    assert "67% of  3" in text and "-  of  0" in text
+    assert "67% of  3           2 ( 2)" in text and "-  of  0           0 ( 0)" in text

@@ -246,3 +246,18 @@ def test_lm_batch_equals_one_at_a_time_on_a_real_field(tiny_room, tiny_sharp_fie
         alone = refine_pose_lm_batch(inits[i:i + 1], nefes, hists[i:i + 1], targets[i:i + 1], cam, s)[0]
         assert torch.allclose(together[i][0], alone[0], atol=1e-4)
         assert together[i][1]["steps"] == alone[1]["steps"] >= 1
+
+
+def test_color_residual_loss_converts_to_the_psnr_of_the_render():
+    """The polish reports its final loss as a PSNR (``render_psnr``): the same number as PSNR over the
+    cropped render and query at the render size."""
+    from dm.refine_loss import ColorResidual
+    from models.losses import psnr
+    torch.manual_seed(0)
+    query, render = torch.rand(2, 3, 12, 16), torch.rand(2, 3, 12, 16)
+    res = ColorResidual(query, (6, 8), crop=2, sigma=0.0, weight=1.0)
+    loss = res.loss(res.residual(render[:, :, ::2, ::2], torch.arange(2)))
+    small = F.interpolate(query, size=(6, 8), mode="area")
+    for b in range(2):
+        want = psnr(render[b:b + 1, :, ::2, ::2][..., 1:-1, 1:-1], small[b:b + 1, :, 1:-1, 1:-1])
+        assert abs(ColorResidual.psnr(float(loss[b])) - float(want)) < 1e-4

@@ -10,6 +10,7 @@ refinement depends only on that query, so the result files must be byte-identica
 import errno
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -363,6 +364,12 @@ def test_photometric_polish_runs_after_the_refinement_and_never_raises_its_loss(
     for e in entries:
         pl = e["info"]["polish_losses"]
         assert len(pl) == 3 and all(b <= a for a, b in zip(pl, pl[1:])) and "losses" in e["info"]
+        assert abs(e["info"]["render_psnr"] - -10 * math.log10(2 * pl[-1])) < 1e-9
+    # summary.json: how well the field renders each query at its refined pose, and which fall below the line
+    rp = json.loads((tmp_path / "exp" / "summary.json").read_text())["render_psnr"]
+    values = [e["info"]["render_psnr"] for e in entries]
+    assert rp["per_query"] == [round(v, 2) for v in values] and rp["median"] == pytest.approx(float(np.median(values)))
+    assert rp["below"] == sum(v < rp["threshold"] for v in values) == len(rp["queries_below"])
 
 
 def test_polish_from_the_start_keeps_the_lower_photometric_loss(tiny_room, tiny_models, tmp_path, one_thread):

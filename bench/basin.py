@@ -26,8 +26,9 @@ optimiser's failures are not confused with a field's. **Flagged**: refinements t
 as unreliable (with ``lm_polish``: render PSNR at the refined pose below
 :data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
 
-``--quick`` uses two scenes (a room and a street), 8 queries and four starts: a few minutes once the
-scenes are trained (training a scene takes 10-25 minutes on this CPU, once). Results:
+``--quick`` uses two scenes (a room and a street), 8 queries, four starts and the methods ``paper`` and
+``polish``: a few minutes once the scenes are trained (training a scene takes 10-25 minutes on this
+CPU, once). Results:
 ``logs/bench/basin.{txt,json}`` and ``basin.png`` (``--out``).
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ METHODS = {
     "polish": ["--pose_only", "2", "--lm_polish", "6", "--lm_polish_start", "--lm_jacobian", "flow"],  # the demo's setting
 }
 STARTS = ("rot1", "rot2", "rot5", "rot10", "tr1", "tr2", "tr5", "tr10", "rot5+tr5", "apr")
-QUICK = dict(scenes="room21,street23", queries=8, starts="rot1,rot5,tr5,apr")
+QUICK = dict(scenes="room21,street23", queries=8, starts="rot1,rot5,tr5,apr", methods="paper,polish")
 
 
 def parse_start(name: str) -> tuple[float, float]:
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help=f"two scenes, few queries and starts ({QUICK})")
     p.add_argument("--scenes", default=",".join(bench_scenes.TUNE), help="benchmark scenes (bench/scenes.py)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)} (default: all; --quick: paper, polish)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=OVERRIDES",
                    help="define or replace a method, e.g. --set 'lm_blur=--pose_only 4 --lm_blur 2 0'")
     p.add_argument("--starts", default=",".join(STARTS))
@@ -271,6 +272,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.quick:
         a.scenes, a.queries, a.starts = QUICK["scenes"], a.queries or QUICK["queries"], QUICK["starts"]
+        a.methods = a.methods or QUICK["methods"]
+    a.methods = a.methods or ",".join(METHODS)
     methods = dict(METHODS)
     for item in a.set:
         name, _, ov = item.partition("=")

@@ -207,11 +207,11 @@ def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = 
     e1 = np.maximum(r1 / 1.0, t1 / unit_t)
     ok = (e1 <= e0 / 2) & (e1 < 1.0)
     rendered = np.ones(len(ok), dtype=bool) if rendered is None else np.asarray(rendered, dtype=bool)
+    flagged = np.zeros(len(ok), dtype=bool) if flagged is None else np.asarray(flagged, dtype=bool)
     return dict(n=int(len(ok)), success=float(ok.mean()), n_rendered=int(rendered.sum()),
                 success_rendered=float(ok[rendered].mean()) if rendered.any() else None,   # None: JSON null
                 improved=float(((t1 < t0) | (t0 == 0)).mean()),
-                n_flagged=int(np.sum(flagged)) if flagged is not None else 0,
-                flagged_failed=int(np.sum(np.asarray(flagged, dtype=bool) & ~ok)) if flagged is not None else 0,
+                n_flagged=int(flagged.sum()), flagged_failed=int((flagged & ~ok).sum()),
                 t0=float(np.median(t0)), r0=float(np.median(r0)), t1=float(np.median(t1)), r1=float(np.median(r1)),
                 t1_rel=float(np.median(t1 / unit_t)), r1_max=float(np.max(r1)))
 

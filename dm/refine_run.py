@@ -208,7 +208,8 @@ LOW_RENDER_PSNR = 22.0
 
 def render_psnr_summary(entries: list[dict], names) -> dict:
     """Per query, how well the field renders the query at its refined pose (``lm_polish`` records it):
-    a low value means a view the field cannot render, where no refinement can be trusted."""
+    a low value means a view the field cannot render, where no refinement can be trusted. ``per_query``
+    follows ``entries``, i.e. loader order (the order of the pose files)."""
     found = [(e["index"], e["info"]["render_psnr"]) for e in entries if "render_psnr" in e.get("info", {})]
     if not found:
         return {}

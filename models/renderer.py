@@ -63,6 +63,18 @@ def nerfw_weights(sigma: torch.Tensor, sigma_t: torch.Tensor, z: torch.Tensor):
     return (1.0 - torch.exp(-dl * sigma)) * T, (1.0 - torch.exp(-dl * sigma_t)) * T, alpha * T
 
 
+def distortion(w: torch.Tensor, z: torch.Tensor, near: float, far: float) -> torch.Tensor:
+    """Per-ray distortion ``(R,)`` of weights ``w`` at sorted depths ``z`` (mip-NeRF 360's regulariser, in
+    depth normalised to [0, 1] by near/far, each sample standing for the interval between its neighbours'
+    midpoints): small when a ray's weight sits in one compact interval, large for weight spread along
+    the ray, e.g. semi-transparent floaters in front of the surface. O(S) with cumulative sums."""
+    s = (z - near) / (far - near)
+    edges = torch.cat([s[:, :1], 0.5 * (s[:, 1:] + s[:, :-1]), s[:, -1:]], dim=-1)
+    ws = w * s
+    pairs = 2.0 * (w * (s * (torch.cumsum(w, -1) - w) - (torch.cumsum(ws, -1) - ws))).sum(-1)  # sum_ij w_i w_j |s_i - s_j|
+    return pairs + (w * w * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3.0
+
+
 def _weighted_sum(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``(R, S) x (R, S, C) -> (R, C)``."""
     return torch.bmm(w.unsqueeze(1), v).squeeze(1)
@@ -109,12 +121,14 @@ def _run_density(field, pts: torch.Tensor, netchunk: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # rays -> outputs
 # ----------------------------------------------------------------------------------------------
-def _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads) -> dict:
+def _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, need_coarse, near, far) -> dict:
     """The original's ``N_importance = 0`` path: the coarse field alone, static compositing."""
     hid = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
     w = static_weights(hid["sigma"], z_c)
     rgb, feat = _static_maps(model.coarse, hid["h"], w, with_feat, linear_heads)
     out = {"rgb": rgb, "depth": (w * z_c).sum(1), "acc": w.sum(1)}
+    if need_coarse:
+        out["distortion"] = distortion(w, z_c, near, far)
     if with_feat:
         out["feat"] = feat
     return out
@@ -143,7 +157,7 @@ def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, per
                         device=rays_o.device, dtype=rays_o.dtype)
     pts_c = rays_o[:, None, :] + rays_d[:, None, :] * z_c[..., None]           # (R, Sc, 3)
     if N_importance <= 0:
-        return _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads)
+        return _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, need_coarse, near, far)
     w_c, out = _coarse_weights(model, pts_c, vd, z_c, need_coarse, raw_noise_std, generator, netchunk,
                                linear_heads)
 
@@ -166,6 +180,8 @@ def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, per
         out["beta"] = (w_t * hid["beta_t"]).sum(1) + BETA_MIN
         out["transient_sigmas"] = hid["sigma_t"]
     out["rgb"], out["depth"], out["acc"] = rgb, (w * z).sum(1), w.sum(1)
+    if need_coarse:   # training: both fields' distortion (an optional loss, distortion_loss_w)
+        out["distortion"] = distortion(w, z, near, far) + distortion(w_c, z_c, near, far)
     if with_feat:
         out["feat"] = feat
     return out
@@ -207,7 +223,8 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
     Returns:
         dict: ``rgb (R,3)`` raw fine colour (before ACT), ``feat (R,128)``, ``depth (R,)``, ``acc (R,)``;
         with the transient branch also ``beta (R,)`` and ``transient_sigmas (R,S)``; with
-        ``need_coarse`` also ``rgb0 (R,3)`` (raw coarse colour) and ``acc0 (R,)``.
+        ``need_coarse`` also ``rgb0 (R,3)`` (raw coarse colour), ``acc0 (R,)`` and ``distortion (R,)``
+        (:func:`distortion` of the fine plus the coarse weights).
     """
     if fine_only is None:
         fine_only = bool(getattr(model, "fine_only", False))

@@ -192,6 +192,9 @@ def training_step(model: NeFeS, t: Targets, idx: torch.Tensor, phase: str, args,
                                   sel(out["transient_sigmas"]), sel(out["rgb0"]))
     terms = {"color": col["total"]}
     total = col["total"]
+    if getattr(args, "distortion_loss_w", 0.0) > 0:
+        terms["distortion"] = out["distortion"].mean()
+        total = total + args.distortion_loss_w * terms["distortion"]
     if phase != "color":
         target_feat = _gather(t.feat, idx, uv).float()
         terms["feat"] = losses.l1_feature_loss(out["feat"], target_feat, keep)

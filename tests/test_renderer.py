@@ -12,7 +12,7 @@ from models.fusion import FusionNet
 from models.losses import feature_cosine_loss
 from models.nefes import NeFeS
 from models.rays import get_rays, patch_pixels, pixel_grid
-from models.renderer import render_image, render_patches, render_pixels, render_rays
+from models.renderer import distortion, render_image, render_patches, render_pixels, render_rays
 from models.samplers import coarse_depths, sample_pdf
 
 
@@ -170,6 +170,34 @@ def test_fine_samples_concentrate_on_surface():
     # the expected depth is close to 2 only if the fine samples resolved the slab
     assert out["depth"].item() == pytest.approx(2.0, abs=0.05)
     assert out["acc"].item() > 0.95
+
+
+def test_distortion_matches_its_definition_and_penalises_spread_weight():
+    # brute force: sum_ij w_i w_j |s_i - s_j| + 1/3 sum_i w_i^2 (interval length), s = depth scaled to [0, 1]
+    g = torch.Generator().manual_seed(0)
+    z = torch.sort(torch.rand(3, 12, generator=g, dtype=torch.float64) * 3 + 1, -1).values
+    w = torch.rand(3, 12, generator=g, dtype=torch.float64) / 12
+    s = (z - 1.0) / 3.0
+    edges = torch.cat([s[:, :1], 0.5 * (s[:, 1:] + s[:, :-1]), s[:, -1:]], -1)
+    brute = (w[:, :, None] * w[:, None, :] * (s[:, :, None] - s[:, None, :]).abs()).sum((1, 2)) \
+        + (w ** 2 * (edges[:, 1:] - edges[:, :-1])).sum(-1) / 3
+    assert torch.allclose(distortion(w, z, 1.0, 4.0), brute, rtol=1e-10)
+    # the same total weight: one surface scores far lower than a floater in front of it
+    z = torch.linspace(0.0, 4.0, 33, dtype=torch.float64)[None]
+    surface = torch.zeros_like(z); surface[0, 16] = 0.9
+    floater = torch.zeros_like(z); floater[0, 4] = 0.45; floater[0, 16] = 0.45
+    assert distortion(floater, z, 0.0, 4.0).item() > 10 * distortion(surface, z, 0.0, 4.0).item()
+
+
+def test_training_render_returns_the_distortion_of_both_fields():
+    o, d = _centre_ray()
+    thin, thick = (_container(SlabField(s0, a, b), SlabField(s0, a, b)).double() for s0, a, b in
+                   ((50.0, 1.95, 2.05), (1.0, 0.5, 3.5)))
+    out = {k: render_rays(m, o, d, 0.0, 4.0, N_samples=17, N_importance=16, need_coarse=True)
+           for k, m in (("thin", thin), ("thick", thick))}
+    assert out["thin"]["distortion"].shape == (1,)
+    assert out["thick"]["distortion"].item() > 3 * out["thin"]["distortion"].item()
+    assert "distortion" not in render_rays(thin, o, d, 0.0, 4.0, N_samples=17, N_importance=16)
 
 
 def test_fine_only_renders_the_fine_samples():

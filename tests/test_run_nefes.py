@@ -62,6 +62,15 @@ def test_stage1_then_stages_2_and_3(tiny_room, tmp_path, capsys):
     assert "train: PSNR" in out and "test: PSNR" in out
 
 
+def test_distortion_loss_is_a_logged_term_of_the_total_only_when_asked(tiny_room, tmp_path):
+    for name, extra in (("off", []), ("on", ["--distortion_loss_w", 0.5])):
+        assert run_nefes.main(tiny_nefes_args(tiny_room, tmp_path, name, "--epochs", 1, "--i_testset", 100,
+                                              "--stage1_color_only", *extra)) == 0
+    off, on = (next(r for r in _read_log(tmp_path / n) if "phase" in r) for n in ("off", "on"))
+    assert "distortion" not in off and off["total"] == pytest.approx(off["color"], rel=1e-6)
+    assert on["distortion"] > 0
+    assert on["total"] == pytest.approx(on["color"] + 0.5 * on["distortion"], rel=1e-5)
+
 def _cmd(tiny_room, basedir, expname, *extra):
     return [sys.executable, str(REPO / "run_nefes.py"), *tiny_nefes_args(tiny_room, basedir, expname, "--epochs", 8,
                                                                           "--i_weights", 2, "--i_testset", 100, *extra)]

@@ -46,14 +46,15 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     from dm.refine_lm import LMSettings, refine_pose_lm_batch
     from dm.refine_loss import ColorResidual
     from dm.refine_pose import PoseRefineSettings, refine_pose_batch
+    from models import hashgrid_cpu
+    from models.hashgrid import HashGridEncoding
     from models.nefes import load_nefes
     if not args.ft_path:
         raise ValueError("pose_only=2/3/4 needs a NeFeS checkpoint: set ft_path")
     nefes, _ = load_nefes(args.ft_path, device, args)
     nefes.requires_grad_(False)   # frozen; modules stay in train mode (fusion BN on batch statistics)
-    if torch.device(device).type == "cpu":   # build / load the fused hash-grid kernel now, not inside the
-        from models import hashgrid_cpu      # first query's timing (its one-time compile takes ~30 s)
-        hashgrid_cpu.get()
+    if torch.device(device).type == "cpu" and any(isinstance(m, HashGridEncoding) for m in nefes.modules()):
+        hashgrid_cpu.get()   # build / load the fused kernel now, not inside the first query's time (~30 s once)
     cam = RenderCamera.for_scene(args, scene)
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)

@@ -71,6 +71,7 @@ def test_distortion_loss_is_a_logged_term_of_the_total_only_when_asked(tiny_room
     assert on["distortion"] > 0
     assert on["total"] == pytest.approx(on["color"] + 0.5 * on["distortion"], rel=1e-5)
 
+
 def _cmd(tiny_room, basedir, expname, *extra):
     return [sys.executable, str(REPO / "run_nefes.py"), *tiny_nefes_args(tiny_room, basedir, expname, "--epochs", 8,
                                                                           "--i_weights", 2, "--i_testset", 100, *extra)]

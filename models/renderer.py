@@ -121,13 +121,13 @@ def _run_density(field, pts: torch.Tensor, netchunk: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # rays -> outputs
 # ----------------------------------------------------------------------------------------------
-def _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, need_coarse, near, far) -> dict:
+def _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, with_distortion, near, far) -> dict:
     """The original's ``N_importance = 0`` path: the coarse field alone, static compositing."""
     hid = _run_hidden(model.coarse, pts_c, vd, False, netchunk)
     w = static_weights(hid["sigma"], z_c)
     rgb, feat = _static_maps(model.coarse, hid["h"], w, with_feat, linear_heads)
     out = {"rgb": rgb, "depth": (w * z_c).sum(1), "acc": w.sum(1)}
-    if need_coarse:
+    if with_distortion:
         out["distortion"] = distortion(w, z_c, near, far)
     if with_feat:
         out["feat"] = feat
@@ -150,14 +150,15 @@ def _coarse_weights(model, pts_c, vd, z_c, need_coarse, raw_noise_std, generator
 
 
 def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, perturb, transient, with_feat,
-                  need_coarse, netchunk, generator, raw_noise_std, lindisp, linear_heads, fine_only) -> dict:
+                  need_coarse, netchunk, generator, raw_noise_std, lindisp, linear_heads, fine_only,
+                  with_distortion) -> dict:
     R = rays_o.shape[0]
     vd = view_dirs(rays_d)
     z_c = coarse_depths(R, N_samples, near, far, perturb=perturb, lindisp=lindisp, generator=generator,
                         device=rays_o.device, dtype=rays_o.dtype)
     pts_c = rays_o[:, None, :] + rays_d[:, None, :] * z_c[..., None]           # (R, Sc, 3)
     if N_importance <= 0:
-        return _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, need_coarse, near, far)
+        return _coarse_only(model, pts_c, vd, z_c, with_feat, netchunk, linear_heads, with_distortion, near, far)
     w_c, out = _coarse_weights(model, pts_c, vd, z_c, need_coarse, raw_noise_std, generator, netchunk,
                                linear_heads)
 
@@ -180,7 +181,7 @@ def _render_chunk(model, rays_o, rays_d, near, far, N_samples, N_importance, per
         out["beta"] = (w_t * hid["beta_t"]).sum(1) + BETA_MIN
         out["transient_sigmas"] = hid["sigma_t"]
     out["rgb"], out["depth"], out["acc"] = rgb, (w * z).sum(1), w.sum(1)
-    if need_coarse:   # training: both fields' distortion (an optional loss, distortion_loss_w)
+    if with_distortion:   # training with distortion_loss_w: both fields' distortion
         out["distortion"] = distortion(w, z, near, far) + distortion(w_c, z_c, near, far)
     if with_feat:
         out["feat"] = feat
@@ -198,7 +199,7 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
                 with_feat: bool = True, need_coarse: bool = False, chunk: int = CHUNK,
                 netchunk: int = NETCHUNK, generator: torch.Generator | None = None,
                 raw_noise_std: float = 0.0, lindisp: bool = False, linear_heads: bool = True,
-                fine_only: bool | None = None) -> dict:
+                fine_only: bool | None = None, with_distortion: bool = False) -> dict:
     """Render a batch of rays with a :class:`models.nefes.NeFeS`.
 
     Args:
@@ -220,18 +221,20 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
             union with the coarse samples (faster; ``None``: the model's ``fine_only`` attribute,
             stored in its hparams; always False for the paper field). Deterministic fine samples then
             use the pdf's quantile midpoints ``(i + 0.5) / n`` instead of ``linspace(0, 1, n)``.
+        with_distortion: also return ``distortion (R,)``, :func:`distortion` of the fine plus the coarse
+            weights (training with ``distortion_loss_w``; the coarse part has gradients with ``need_coarse``).
     Returns:
         dict: ``rgb (R,3)`` raw fine colour (before ACT), ``feat (R,128)``, ``depth (R,)``, ``acc (R,)``;
         with the transient branch also ``beta (R,)`` and ``transient_sigmas (R,S)``; with
-        ``need_coarse`` also ``rgb0 (R,3)`` (raw coarse colour), ``acc0 (R,)`` and ``distortion (R,)``
-        (:func:`distortion` of the fine plus the coarse weights).
+        ``need_coarse`` also ``rgb0 (R,3)`` (raw coarse colour) and ``acc0 (R,)``; with
+        ``with_distortion`` also ``distortion (R,)``.
     """
     if fine_only is None:
         fine_only = bool(getattr(model, "fine_only", False))
     kw = dict(near=near, far=far, N_samples=N_samples, N_importance=N_importance, perturb=bool(perturb),
               transient=transient, with_feat=with_feat, need_coarse=need_coarse, netchunk=int(netchunk),
               generator=generator, raw_noise_std=raw_noise_std, lindisp=lindisp, linear_heads=linear_heads,
-              fine_only=fine_only)
+              fine_only=fine_only, with_distortion=with_distortion)
     parts = [_render_chunk(model, rays_o[i:i + chunk], rays_d[i:i + chunk], **kw)
              for i in range(0, rays_o.shape[0], int(chunk))]
     if len(parts) == 1:

@@ -173,7 +173,8 @@ def training_step(model: NeFeS, t: Targets, idx: torch.Tensor, phase: str, args,
     """
     render_kw = dict(N_samples=args.N_samples, N_importance=args.N_importance, perturb=args.perturb > 0,
                      need_coarse=True, transient=True, chunk=args.chunk, netchunk=args.netchunk,
-                     raw_noise_std=args.raw_noise_std, lindisp=args.lindisp, generator=gen)
+                     raw_noise_std=args.raw_noise_std, lindisp=args.lindisp, generator=gen,
+                     with_distortion=getattr(args, "distortion_loss_w", 0.0) > 0)
     B = len(idx)
     c2w, hist = t.c2w_nerf[idx], t.hists[idx]
     if phase == "fusion":
@@ -192,7 +193,7 @@ def training_step(model: NeFeS, t: Targets, idx: torch.Tensor, phase: str, args,
                                   sel(out["transient_sigmas"]), sel(out["rgb0"]))
     terms = {"color": col["total"]}
     total = col["total"]
-    if getattr(args, "distortion_loss_w", 0.0) > 0:
+    if "distortion" in out:
         terms["distortion"] = out["distortion"].mean()
         total = total + args.distortion_loss_w * terms["distortion"]
     if phase != "color":

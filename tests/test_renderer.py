@@ -193,11 +193,11 @@ def test_training_render_returns_the_distortion_of_both_fields():
     o, d = _centre_ray()
     thin, thick = (_container(SlabField(s0, a, b), SlabField(s0, a, b)).double() for s0, a, b in
                    ((50.0, 1.95, 2.05), (1.0, 0.5, 3.5)))
-    out = {k: render_rays(m, o, d, 0.0, 4.0, N_samples=17, N_importance=16, need_coarse=True)
+    out = {k: render_rays(m, o, d, 0.0, 4.0, N_samples=17, N_importance=16, need_coarse=True, with_distortion=True)
            for k, m in (("thin", thin), ("thick", thick))}
     assert out["thin"]["distortion"].shape == (1,)
     assert out["thick"]["distortion"].item() > 3 * out["thin"]["distortion"].item()
-    assert "distortion" not in render_rays(thin, o, d, 0.0, 4.0, N_samples=17, N_importance=16)
+    assert "distortion" not in render_rays(thin, o, d, 0.0, 4.0, N_samples=17, N_importance=16, need_coarse=True)
 
 
 def test_fine_only_renders_the_fine_samples():

@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import scenes as bench_scenes  # noqa: E402
+from dataset_loaders.inspect import camera_spread, view_coverage  # noqa: E402
 from dm.refine_run import LOW_RENDER_PSNR  # noqa: E402
 
 #: name -> overrides of the scene's demo refinement command
@@ -134,12 +135,13 @@ class SceneContext:
         self.idx = np.unique(np.linspace(0, n - 1, queries).round().astype(int)) if queries and queries < n else np.arange(n)
         self.gt = self.scene.test.poses[self.idx]
         self.apr_poses = predict_all(self.apr, self.scene.test, self.device)[self.idx]
-        centres = self.scene.train.poses[:, :, 3]
-        self.spread = float(np.linalg.norm(centres.max(0) - centres.min(0)))
-        # how far each query is from the nearest training camera (% of the spread): the field is only as
-        # good as its coverage, and the table is read against it
-        near = np.linalg.norm(self.gt[:, None, :, 3] - centres[None], axis=-1).min(1)
+        self.spread = camera_spread(self.scene.train.poses)
+        # how far each query is from the nearest training camera, and from the nearest one looking the same
+        # way (% of the spread): the field is only as good as its coverage, and the table is read against it
+        near, similar = view_coverage(self.scene.train.poses, self.gt)
         self.coverage = float(np.median(near) / self.spread * 100)
+        self.coverage_similar = float(np.median(similar) / self.spread * 100)
+        self.query_similar_m = similar
         self.query_psnr = self.true_pose_psnr()                    # (n,) dB per query
         self.field_psnr = float(np.median(self.query_psnr))
 
@@ -303,8 +305,12 @@ def main(argv=None) -> int:
                 per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread),
                                                           rendered[-1], flagged[-1]),
                                                 field_psnr=ctx.field_psnr, coverage_pct=ctx.coverage,
+                                                coverage_similar_pct=(ctx.coverage_similar if math.isfinite(ctx.coverage_similar)
+                                                                      else None),
                                                 queries=[int(i) for i in ctx.idx],   # per query, for failure analysis
                                                 query_psnr=[round(float(v), 2) for v in ctx.query_psnr],
+                                                query_similar_view_m=[round(float(v), 4) if math.isfinite(v) else None
+                                                                      for v in ctx.query_similar_m],
                                                 render_psnr=[round(float(v), 2) if math.isfinite(v) else None for v in render_psnr],
                                                 errors={k: [round(float(v), 5) for v in e] for k, e in
                                                         zip(("t0", "r0", "t1", "r1"), (*e0, *e1))})
@@ -322,7 +328,8 @@ def main(argv=None) -> int:
     text += "\nscenes: " + ", ".join(f"{c.spec.name} ({c.spec.dataset_type}, spread {c.spread:.2f} m, {len(c.idx)} queries, "
                                      f"field {c.field_psnr:.1f} dB at the true poses (median; "
                                      f"{int((c.query_psnr >= a.field_ok).sum())} queries at >= {a.field_ok:g} dB), nearest training camera "
-                                     f"{c.coverage:.1f} % of the spread)" for c in contexts)
+                                     f"{c.coverage:.1f} % of the spread, the nearest looking the same way "
+                                     f"{c.coverage_similar:.1f} %)" for c in contexts)
     text += "\nmethods: " + "; ".join(f"{m} = {' '.join(methods[m])}" for m in names)
     print("\n" + text)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,11 @@ from, and writes to DIR:
 * ``poses_train.txt``, ``poses_test.txt``: one row per frame (loader order), 12 numbers = row-major
   3x4 camera-to-world in the APR frame (metres);
 * ``cameras.png``: training and test camera centres with short viewing-direction arrows (3D view, and
-  the x-z and x-y projections of the APR frame).
+  the x-z and x-y projections of the APR frame);
+* ``coverage_test.txt``: per test frame, the distance (m) to the nearest training camera, and to the
+  nearest one that looks the same way (optical axes within ``SIMILAR_VIEW_DEG``; ``inf`` if none).
+  A field renders a view only as well as training views like it constrain it: on the synthetic
+  benchmark streets a test view's render PSNR falls with the second distance (docs/convergence.md).
 
 A config with ``datadir``, ``dataset_type``, ``df``, ``trainskip``, ``testskip`` is enough. No image
 is decoded.
@@ -25,6 +29,46 @@ from core.errors import EXIT_INPUT_ERROR, cli_main
 
 _logger = logging.getLogger(__name__)
 MAX_ARROWS = 150  # per split, so the plot stays readable for thousands of frames
+SIMILAR_VIEW_DEG = 15.0  # "looks the same way": optical axes within this angle
+
+
+def camera_spread(c2w: np.ndarray) -> float:
+    """Diagonal (m) of the bounding box of the camera centres of ``(N, 3, 4)`` poses."""
+    c = np.asarray(c2w)[:, :, 3]
+    return float(np.linalg.norm(c.max(0) - c.min(0)))
+
+
+def view_coverage(train_c2w: np.ndarray, query_c2w: np.ndarray,
+                  max_angle_deg: float = SIMILAR_VIEW_DEG) -> tuple[np.ndarray, np.ndarray]:
+    """For each query pose, the distance to the nearest training camera centre, and to the nearest one
+    whose optical axis is within ``max_angle_deg`` of the query's (``inf`` when none is).
+
+    Poses are ``(N, 3, 4)`` camera-to-world in one frame; the optical axis is the third rotation column
+    (its sign differs between OpenCV and OpenGL cameras, the angle between two cameras does not).
+    """
+    tr, q = np.asarray(train_c2w, np.float64), np.asarray(query_c2w, np.float64)
+    dist = np.linalg.norm(q[:, None, :, 3] - tr[None, :, :, 3], axis=-1)           # (Q, N)
+    cos = np.einsum("qi,ni->qn", q[:, :, 2], tr[:, :, 2]) / (
+        np.linalg.norm(q[:, :, 2], axis=-1)[:, None] * np.linalg.norm(tr[:, :, 2], axis=-1)[None])
+    similar = cos >= np.cos(np.radians(max_angle_deg))
+    return dist.min(1), np.where(similar, dist, np.inf).min(1)
+
+
+def coverage_summary(train_c2w: np.ndarray, query_c2w: np.ndarray) -> str:
+    """One line: median / 90th percentile of both :func:`view_coverage` distances, in m and % of the spread."""
+    near, similar = view_coverage(train_c2w, query_c2w)
+    spread = max(camera_spread(train_c2w), 1e-12)
+
+    def stats(d):
+        finite = d[np.isfinite(d)]
+        if finite.size == 0:
+            return "none"
+        med, p90 = np.median(finite), np.percentile(finite, 90)
+        return f"median {med:.3f} m ({100 * med / spread:.1f} %), 90th pct {p90:.3f} m ({100 * p90 / spread:.1f} %)"
+    none = int((~np.isfinite(similar)).sum())
+    return (f"test views to the nearest training camera: {stats(near)}; to the nearest looking the same way "
+            f"(within {SIMILAR_VIEW_DEG:g} deg): {stats(similar)}" + (f", none for {none}" if none else "")
+            + f" [spread {spread:.3f} m]")
 
 
 def save_poses(path: Path, c2w: np.ndarray) -> None:
@@ -117,7 +161,14 @@ def main(argv=None) -> int:
     plot_cameras(out / "cameras.png", {"train": scene.train.poses, "test": scene.test.poses},
                  title=f"{scene.name} ({scene.dataset_type})")
     print(describe(scene))
-    print(f"wrote {out / 'poses_train.txt'}, {out / 'poses_test.txt'}, {out / 'cameras.png'}")
+    if len(scene.train) and len(scene.test):
+        near, similar = view_coverage(scene.train.poses, scene.test.poses)
+        np.savetxt(out / "coverage_test.txt", np.stack([near, similar], 1), fmt="%.6f",
+                   header=f"per test frame (loader order): nearest training camera (m), nearest one with the "
+                          f"optical axis within {SIMILAR_VIEW_DEG:g} deg (m; inf: none)")
+        print(coverage_summary(scene.train.poses, scene.test.poses))
+    print(f"wrote {out / 'poses_train.txt'}, {out / 'poses_test.txt'}, {out / 'cameras.png'}, "
+          f"{out / 'coverage_test.txt'}")
     return 0
 
 

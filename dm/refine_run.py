@@ -219,6 +219,20 @@ def render_psnr_summary(entries: list[dict], names) -> dict:
                             "queries_below": low, "per_query": [round(float(v), 2) for v in values]}}
 
 
+def coverage_summary(train_poses: np.ndarray, refined: np.ndarray) -> dict:
+    """Per query (loader order), the distance (m) from the refined pose to the nearest training camera looking
+    the same way (:func:`dataset_loaders.inspect.view_coverage`; None: no such camera). A field renders, and so
+    refines, views far from any such camera badly (docs/convergence.md, fifth pass); no threshold is
+    applied here, the numbers are for reading the per-query results."""
+    from dataset_loaders.inspect import SIMILAR_VIEW_DEG, camera_spread, view_coverage
+    _, similar = view_coverage(train_poses, refined)
+    finite = similar[np.isfinite(similar)]
+    return {"coverage": {"within_deg": SIMILAR_VIEW_DEG, "train_spread_m": round(camera_spread(train_poses), 4),
+                         "median_m": float(np.median(finite)) if finite.size else None,
+                         "without_similar_view": int((~np.isfinite(similar)).sum()),
+                         "per_query_m": [round(float(v), 4) if np.isfinite(v) else None for v in similar]}}
+
+
 def write_finals(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.ndarray, entries: list[dict] | None,
                  refine) -> None:
     """Rank 0: summaries on stdout; GT, frame names, APR and refined poses, plots, previews and
@@ -249,6 +263,8 @@ def write_finals(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.n
                        resumed_queries=int(sum(e.get("resumed", False) for e in entries)), previews=s.previews,
                        query_seconds=seconds)
         summary.update(render_psnr_summary(entries, scene.test.names))
+        if len(scene.train):
+            summary.update(coverage_summary(scene.train.poses, refined))
         texts[files.refined] = _pose_writer(refined)
         figures[files.figure("trajectories")] = lambda p: plots.plot_trajectories(p, gt, APR=apr_poses, refined=refined)
         figures[files.figure("error_cdf")] = lambda p: plots.plot_error_cdf(p, APR=metrics.pose_errors(apr_poses, gt),

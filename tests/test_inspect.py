@@ -35,8 +35,30 @@ def test_inspect_minimal_config(tmp_path):
         poses = getattr(scene, split).poses
         assert rows.shape == (len(poses), 12)
         np.testing.assert_allclose(rows.reshape(-1, 3, 4), poses, atol=1e-12)
+    cov = np.loadtxt(out / "coverage_test.txt", ndmin=2)
+    near, similar = inspect.view_coverage(scene.train.poses, scene.test.poses)
+    np.testing.assert_allclose(cov, np.stack([near, similar], 1), atol=1e-6)
+    assert "test views to the nearest training camera: median" in r.stdout
     png = out / "cameras.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_view_coverage_needs_a_camera_looking_the_same_way():
+    def cam(yaw_deg, x):
+        a = np.radians(yaw_deg)
+        R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        return np.concatenate([R, [[x], [0], [0]]], 1)
+    train = np.stack([cam(0, 0.0), cam(180, 0.5), cam(10, 3.0)])
+    query = np.stack([cam(0, 0.4), cam(90, 0.0)])
+    near, similar = inspect.view_coverage(train, query)
+    np.testing.assert_allclose(near, [0.1, 0.0])          # the nearest camera, whichever way it looks
+    np.testing.assert_allclose(similar[0], 0.4)           # the opposite-facing one at 0.1 m does not count
+    assert similar[1] == np.inf                           # nothing looks within 15 deg of a 90 deg turn
+    np.testing.assert_allclose(inspect.view_coverage(train, query, max_angle_deg=95)[1], [0.4, 0.0])
+    np.testing.assert_allclose(inspect.view_coverage(train, query, max_angle_deg=180)[1], near)
+    assert inspect.camera_spread(train) == 3.0
+    line = inspect.coverage_summary(train, query)
+    assert "none for 1" in line and "median 0.400 m (13.3 %)" in line
 
 
 def test_inspect_bad_input_is_one_line(tmp_path, capsys):

@@ -20,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from config.options import parse_args
 from conftest import REPO, tiny_nefes_args
+from dataset_loaders import load_scene
+from dataset_loaders.inspect import view_coverage
 from dm import distributed
 from dm.refine_journal import Journal, describe_changes, file_identity
 from dm.metrics import pose_errors
@@ -175,6 +178,11 @@ def test_torchrun_two_ranks_write_the_single_process_files(tiny_room, tiny_model
     gt, apr, refined = (np.loadtxt(out / name).reshape(-1, 3, 4) for name in (RESULTS[0], *RESULTS[2:]))
     (t0, r0), (t1, r1) = pose_errors(apr, gt), pose_errors(refined, gt)
     assert summary["improved"]["both"] == pytest.approx(float(((t1 < t0) & (r1 < r0)).mean()))
+    cov = summary["coverage"]                                          # per query, from the refined poses
+    train = load_scene(parse_args(_argv(tiny_room, tiny_models, tmp_path))).train.poses
+    similar = view_coverage(train, refined)[1]
+    assert cov["per_query_m"] == [None if not np.isfinite(v) else pytest.approx(v, abs=1e-4) for v in similar]
+    assert cov == ref_summary["coverage"] and cov["within_deg"] == 15.0
     journal = sorted(p.name for p in (out / "journal").glob("q*.json"))
     assert journal == [f"q{i:06d}.json" for i in range(4)]
     assert p.stdout.count("DFNet + NeFeS2: n = 4") == 1                # rank 0 alone reports

@@ -123,6 +123,17 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
     return summary
 
 
+def _coverage_line(c: dict | None) -> list[str]:
+    """How far the refined poses are from training views like them (views far from any render badly)."""
+    if not c or c.get("median_m") is None:
+        return []
+    pct = 100 * c["median_m"] / c["train_spread_m"] if c["train_spread_m"] > 0 else float("nan")
+    none = c["without_similar_view"]
+    return [f"coverage: refined poses a median {c['median_m']:.3f} m ({pct:.1f} % of the training cameras' spread) "
+            f"from a training camera looking the same way (within {c['within_deg']:g} deg)"
+            + (f"; {none} with none" if none else "")]
+
+
 def format_summary(s: dict) -> str:
     a, r = s["apr"], s["refined"]
     lines = [f"\n=== demo finished in {s['total_seconds'] / 60:.1f} min "
@@ -135,6 +146,7 @@ def format_summary(s: dict) -> str:
              *([f"queries improved: {100 * s['improved']['both']:.0f} % in both t and r "
                 f"({100 * s['improved']['t']:.0f} % in t, {100 * s['improved']['r']:.0f} % in r)"] if "improved" in s else []),
              f"refinement: {s['seconds_per_query']:.2f} s per query",
+             *_coverage_line(s.get("coverage")),
              f"results and plots: {s['results_dir']} (trajectories.png, error_cdf.png, summary.json)"]
     return "\n".join(lines)
 

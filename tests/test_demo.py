@@ -50,7 +50,11 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert (res / "DFNet_room_NeFeS2_APR_pose_results.txt").is_file() and (res / "trajectories.png").is_file()
     assert json.loads((out / "demo_summary.json").read_text())["n"] == summary["n"]
     assert (out / "meta" / "world_setup.json").is_file()
-    assert "ratio refined / APR" in demo.format_summary(summary)
+    text = demo.format_summary(summary)
+    assert "ratio refined / APR" in text
+    cov = summary["coverage"]
+    assert len(cov["per_query_m"]) == summary["n"]
+    assert ("coverage: refined poses a median" in text) == (cov["median_m"] is not None)
 
     # the refinement command stored in the summary reruns with overrides (bench.refine_ablation)
     from bench import refine_ablation
@@ -91,3 +95,10 @@ def test_smoke_demo_on_a_cambridge_scene(tmp_path):
 def test_cli_rejects_a_scene_without_dataset_type(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "demo.py"), "--scene", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "--dataset_type" in r.stderr
+
+
+def test_coverage_line_reads_the_summary():
+    line, = demo._coverage_line({"median_m": 0.5, "train_spread_m": 10.0, "within_deg": 15.0,
+                                 "without_similar_view": 2, "per_query_m": [0.5, None, None]})
+    assert "median 0.500 m (5.0 %" in line and "within 15 deg" in line and line.endswith("2 with none")
+    assert demo._coverage_line(None) == [] and demo._coverage_line({"median_m": None}) == []

@@ -25,6 +25,9 @@ rate over all queries and, separately, over the queries rendered at or above tha
 optimiser's failures are not confused with a field's. **Flagged**: refinements the run itself marks
 as unreliable (with ``lm_polish``: render PSNR at the refined pose below
 :data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
+**Coverage**: per scene, the median distance of the queries to the nearest training camera and to the
+nearest one looking the same way (:func:`dataset_loaders.inspect.view_coverage`); the JSON keeps the
+second per query (``query_similar_view_m``) next to ``query_psnr`` and the errors.
 
 ``--quick`` uses two scenes (a room and a street), 8 queries, four starts and the methods ``paper`` and
 ``polish``: a few minutes once the scenes are trained (training a scene takes 10-25 minutes on this
@@ -304,7 +307,7 @@ def main(argv=None) -> int:
                 infos_all.append(infos)
                 per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread),
                                                           rendered[-1], flagged[-1]),
-                                                field_psnr=ctx.field_psnr, coverage_pct=ctx.coverage,
+                                                field_psnr=ctx.field_psnr, spread_m=ctx.spread, coverage_pct=ctx.coverage,
                                                 coverage_similar_pct=(ctx.coverage_similar if math.isfinite(ctx.coverage_similar)
                                                                       else None),
                                                 queries=[int(i) for i in ctx.idx],   # per query, for failure analysis

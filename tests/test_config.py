@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from config import options
 
@@ -266,3 +267,22 @@ def test_basin_success_is_also_reported_over_the_queries_the_field_renders():
     text = report([dict(method="m", start="rot5", summary=s, seconds_per_query=1.0),
                    dict(method="m", start="rot5", summary=none, seconds_per_query=1.0)])
     assert "67% of  3           2 ( 2)" in text and "-  of  0           0 ( 0)" in text
+
+
+def test_basin_coverage_splits_success_by_the_queries_distance_to_a_similar_view(tmp_path, capsys):
+    import json
+    from bench import basin_coverage
+    # spread 10 m: coverage 1 %, 2 %, 6 %, none; the first and third succeed (5 deg -> 0.2 deg)
+    scene = {"spread_m": 10.0, "query_similar_view_m": [0.1, 0.2, 0.6, None],
+             "errors": {"t0": [0, 0, 0, 0], "r0": [5, 5, 5, 5], "t1": [0, 0, 0, 0], "r1": [0.2, 3.0, 0.2, 4.0]}}
+    assert basin_coverage.split(scene, [4, 8]) == [("<= 4 %", 2, 0.5), ("4-8 %", 1, 1.0), ("> 8 %", 1, 0.0)]
+    assert basin_coverage.split(scene, [0.5])[0] == ("<= 0.5 %", 0, None)
+    result = tmp_path / "b.json"
+    result.write_text(json.dumps([{"method": "polish", "start": "rot5", "per_scene": {"room9": scene}}]))
+    assert basin_coverage.main([str(result), "--bins", "8,4"]) == 0
+    assert "room9" in capsys.readouterr().out
+    del scene["query_similar_view_m"]
+    result.write_text(json.dumps([{"method": "polish", "start": "rot5", "per_scene": {"room9": scene}}]))
+    with pytest.raises(SystemExit):
+        basin_coverage.main([str(result)])
+    assert "older bench.basin" in capsys.readouterr().err

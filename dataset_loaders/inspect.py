@@ -54,10 +54,9 @@ def view_coverage(train_c2w: np.ndarray, query_c2w: np.ndarray,
     return dist.min(1), np.where(similar, dist, np.inf).min(1)
 
 
-def coverage_summary(train_c2w: np.ndarray, query_c2w: np.ndarray) -> str:
-    """One line: median / 90th percentile of both :func:`view_coverage` distances, in m and % of the spread."""
-    near, similar = view_coverage(train_c2w, query_c2w)
-    spread = max(camera_spread(train_c2w), 1e-12)
+def format_coverage(near: np.ndarray, similar: np.ndarray, spread: float) -> str:
+    """One line: median / 90th percentile of both :func:`view_coverage` distances, in m and % of ``spread``."""
+    spread = max(spread, 1e-12)
 
     def stats(d):
         finite = d[np.isfinite(d)]
@@ -161,14 +160,15 @@ def main(argv=None) -> int:
     plot_cameras(out / "cameras.png", {"train": scene.train.poses, "test": scene.test.poses},
                  title=f"{scene.name} ({scene.dataset_type})")
     print(describe(scene))
+    written = [out / "poses_train.txt", out / "poses_test.txt", out / "cameras.png"]
     if len(scene.train) and len(scene.test):
         near, similar = view_coverage(scene.train.poses, scene.test.poses)
-        np.savetxt(out / "coverage_test.txt", np.stack([near, similar], 1), fmt="%.6f",
+        written.append(out / "coverage_test.txt")
+        np.savetxt(written[-1], np.stack([near, similar], 1), fmt="%.6f",
                    header=f"per test frame (loader order): nearest training camera (m), nearest one with the "
                           f"optical axis within {SIMILAR_VIEW_DEG:g} deg (m; inf: none)")
-        print(coverage_summary(scene.train.poses, scene.test.poses))
-    print(f"wrote {out / 'poses_train.txt'}, {out / 'poses_test.txt'}, {out / 'cameras.png'}, "
-          f"{out / 'coverage_test.txt'}")
+        print(format_coverage(near, similar, camera_spread(scene.train.poses)))
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

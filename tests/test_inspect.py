@@ -57,7 +57,7 @@ def test_view_coverage_needs_a_camera_looking_the_same_way():
     np.testing.assert_allclose(inspect.view_coverage(train, query, max_angle_deg=95)[1], [0.4, 0.0])
     np.testing.assert_allclose(inspect.view_coverage(train, query, max_angle_deg=180)[1], near)
     assert inspect.camera_spread(train) == 3.0
-    line = inspect.coverage_summary(train, query)
+    line = inspect.format_coverage(near, similar, inspect.camera_spread(train))
     assert "none for 1" in line and "median 0.400 m (13.3 %)" in line
 
 

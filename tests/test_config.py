@@ -286,3 +286,32 @@ def test_basin_coverage_splits_success_by_the_queries_distance_to_a_similar_view
     with pytest.raises(SystemExit):
         basin_coverage.main([str(result)])
     assert "older bench.basin" in capsys.readouterr().err
+
+
+def test_basin_coverage_reads_a_refinement_folder(tmp_path, capsys):
+    import json
+    import numpy as np
+    from bench import basin_coverage
+    import torch
+    from core.geometry import so3_exp
+
+    def pose(deg):   # one row of a pose file: rotated deg about z, at the origin
+        R = so3_exp(torch.tensor([0.0, 0.0, np.radians(deg)], dtype=torch.float64)).numpy()
+        return np.concatenate([R, np.zeros((3, 1))], 1).reshape(1, 12)
+    gt, apr, ref = (np.concatenate([pose(d) for d in ds]) for ds in ((0, 0), (5, 5), (0.2, 4)))
+    for name, arr in (("room_test_gt.txt", gt), ("DFNet_room_results.txt", apr),
+                      ("DFNet_room_NeFeS50_APR_pose_results.txt", ref)):
+        np.savetxt(tmp_path / name, arr)
+    summary = {"scene": "room", "refined_file": "/elsewhere/DFNet_room_NeFeS50_APR_pose_results.txt",
+               "coverage": {"train_spread_m": 10.0, "per_query_m": [0.1, None]}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    entry = basin_coverage.refinement_entry(tmp_path)
+    np.testing.assert_allclose(entry["errors"]["r0"], [5, 5], atol=1e-6)
+    assert basin_coverage.split(entry, [4]) == [("<= 4 %", 1, 1.0), ("> 4 %", 1, 0.0)]
+    assert basin_coverage.main([str(tmp_path), "--bins", "4"]) == 0
+    assert "<= 4 %: 100 % of 1 | > 4 %: 0 % of 1" in capsys.readouterr().out
+    del summary["coverage"]
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit):
+        basin_coverage.main([str(tmp_path)])
+    assert "no per-query coverage" in capsys.readouterr().err

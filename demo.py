@@ -124,7 +124,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
 
 
 def _coverage_line(c: dict | None) -> list[str]:
-    """How far the refined poses are from training views like them (views far from any render badly)."""
+    """How far the refined poses are from training views like them (a description of the queries, not a flag)."""
     if not c or c.get("median_m") is None:
         return []
     pct = 100 * c["median_m"] / c["train_spread_m"] if c["train_spread_m"] > 0 else float("nan")

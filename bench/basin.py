@@ -25,9 +25,16 @@ rate over all queries and, separately, over the queries rendered at or above tha
 optimiser's failures are not confused with a field's. **Flagged**: refinements the run itself marks
 as unreliable (with ``lm_polish``: render PSNR at the refined pose below
 :data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
+**Objective-bound failures**: a failed refinement whose final pose scores at least as well as the
+true pose on the photometric objective the demo's polish minimises (rendered colour against the query
+at the render size, ``refine_crop``; :func:`objective_psnr`): the objective, i.e. the
+field, prefers the wrong pose, and no better optimiser of it would succeed. The other failures stopped
+above the truth's loss, where an optimiser could still gain. The JSON keeps both values per query.
 **Coverage**: per scene, the median distance of the queries to the nearest training camera and to the
 nearest one looking the same way (:func:`dataset_loaders.inspect.view_coverage`); the JSON keeps the
-second per query (``query_similar_view_m``) next to ``query_psnr`` and the errors.
+second per query (``query_similar_view_m``) next to ``query_psnr`` and the errors, and the same distance
+from each refined pose (``final_similar_view_m``: a refinement that drifts towards a training view ends
+nearer one than the truth is).
 
 ``--quick`` uses two scenes (a room and a street), 8 queries, four starts and the methods ``paper`` and
 ``polish``: a few minutes once the scenes are trained (training a scene takes 10-25 minutes on this
@@ -120,6 +127,22 @@ class OffsetAPR(torch.nn.Module):
         return torch.cat([R @ p[..., :3], R @ p[..., 3:] + t], -1)
 
 
+@torch.no_grad()
+def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses: torch.Tensor, crop: int) -> np.ndarray:
+    """Per query, the photometric objective that the polish minimises (``lm_polish``:
+    :class:`dm.refine_loss.ColorResidual` at the render size, working-size ``crop``) at ``poses`` (n, 3, 4),
+    as a PSNR (dB; higher = lower loss). ``images`` (n, 3, H, W) at the working size, ``hists`` (n, 10).
+    A failed refinement that ends at or above the truth's value has found a pose the objective prefers to
+    the truth: no optimiser of that objective would fix it."""
+    from dm.refine_loss import ColorResidual
+    res = ColorResidual(images, (cam.h, cam.w), crop, 0.0, 1.0)
+    out = []
+    for k in range(len(poses)):
+        rgb = cam.render(nefes, poses[k:k + 1], hists[k:k + 1], features=False)["rgb"]
+        out.append(ColorResidual.psnr(float(res.loss(res.residual(rgb.to(res.target.dtype), torch.tensor([k], device=images.device)))[0])))
+    return np.array(out)
+
+
 class SceneContext:
     """A trained benchmark scene: its refinement arguments, data, APR and feature extractor."""
 
@@ -145,27 +168,35 @@ class SceneContext:
         self.coverage = float(np.median(near) / self.spread * 100)
         self.coverage_similar = float(np.median(similar) / self.spread * 100)
         self.query_similar_m = similar
+        from dm.refine_apr import RenderCamera
+        from models.nefes import load_nefes
+        self.nefes, _ = load_nefes(self.args.ft_path, self.device, self.args)
+        self.cam = RenderCamera.for_scene(self.args, self.scene)
         self.query_psnr = self.true_pose_psnr()                    # (n,) dB per query
         self.field_psnr = float(np.median(self.query_psnr))
+        self.truth_objective = self.objective_psnr(self.gt)       # (n,) dB: the polish's objective at the truth
 
     @torch.no_grad()
     def true_pose_psnr(self) -> np.ndarray:
         """PSNR (dB) per query of NeFeS's colour at the true poses against the queries, at the render size:
         what refinement can hope for (a field that does not render the test views well has no sharp loss)."""
         import torch.nn.functional as F
-        from dm.refine_apr import RenderCamera
         from models.losses import psnr
-        from models.nefes import load_nefes
-        nefes, _ = load_nefes(self.args.ft_path, self.device, self.args)
-        cam = RenderCamera.for_scene(self.args, self.scene)
         out = []
         for k, i in enumerate(self.idx):
             item = self.scene.test[int(i)]
-            rgb = cam.render(nefes, torch.as_tensor(self.gt[k], dtype=torch.float32, device=self.device)[None],
-                             item["hist"][None].to(self.device))["rgb"]
-            ref = F.interpolate(item["img"][None].to(self.device), size=(cam.h, cam.w), mode="area")
+            rgb = self.cam.render(self.nefes, torch.as_tensor(self.gt[k], dtype=torch.float32, device=self.device)[None],
+                                  item["hist"][None].to(self.device), features=False)["rgb"]
+            ref = F.interpolate(item["img"][None].to(self.device), size=(self.cam.h, self.cam.w), mode="area")
             out.append(float(psnr(rgb.clamp(0, 1), ref)))
         return np.array(out)
+
+    def objective_psnr(self, poses: np.ndarray) -> np.ndarray:
+        """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4)."""
+        items = [self.scene.test[int(i)] for i in self.idx]
+        return objective_psnr(self.nefes, self.cam, torch.stack([it["img"] for it in items]).to(self.device),
+                              torch.stack([it["hist"] for it in items]).to(self.device),
+                              torch.as_tensor(poses, dtype=torch.float32, device=self.device), self.args.refine_crop)
 
     def start_poses(self, start: str) -> np.ndarray:
         if start == "apr":
@@ -202,18 +233,22 @@ def errors(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = None,
-              flagged: np.ndarray | None = None) -> dict:
+              flagged: np.ndarray | None = None, objective_bound: np.ndarray | None = None) -> dict:
     """Success rate and medians over queries (arrays over all queries of all scenes); ``rendered``: mask
     of the queries the field renders well (success over them: ``success_rendered``, of ``n_rendered``);
     ``flagged``: mask of the refinements the run itself flags as unreliable (``n_flagged``, of which
-    ``flagged_failed`` failed)."""
+    ``flagged_failed`` failed); ``objective_bound``: mask of the refinements that end where the photometric
+    objective is at least as low as at the truth (``failed_objective_bound``: the failures among them,
+    of ``n_failed``)."""
     unit_t = spread / 100
     e0 = np.maximum(r0 / 1.0, t0 / unit_t)
     e1 = np.maximum(r1 / 1.0, t1 / unit_t)
     ok = (e1 <= e0 / 2) & (e1 < 1.0)
     rendered = np.ones(len(ok), dtype=bool) if rendered is None else np.asarray(rendered, dtype=bool)
     flagged = np.zeros(len(ok), dtype=bool) if flagged is None else np.asarray(flagged, dtype=bool)
-    return dict(n=int(len(ok)), success=float(ok.mean()), n_rendered=int(rendered.sum()),
+    bound = np.zeros(len(ok), dtype=bool) if objective_bound is None else np.asarray(objective_bound, dtype=bool)
+    return dict(n=int(len(ok)), success=float(ok.mean()), n_failed=int((~ok).sum()),
+                failed_objective_bound=int((bound & ~ok).sum()), n_rendered=int(rendered.sum()),
                 success_rendered=float(ok[rendered].mean()) if rendered.any() else None,   # None: JSON null
                 improved=float(((t1 < t0) | (t0 == 0)).mean()),
                 n_flagged=int(flagged.sum()), flagged_failed=int((flagged & ~ok).sum()),
@@ -223,7 +258,8 @@ def summarize(t0, r0, t1, r1, spread: np.ndarray, rendered: np.ndarray | None = 
 
 def report(rows: list) -> str:
     head = (f"{'method':10s} {'start':9s} {'n':>4s} {'success':>8s} {'start t/r':>16s} {'final t / r (median)':>22s} "
-            f"{'final t %sprd':>13s} {'s/query':>8s} {'rendered: success':>18s} {'flagged (failed)':>16s}")
+            f"{'final t %sprd':>13s} {'s/query':>8s} {'rendered: success':>18s} {'flagged (failed)':>16s} "
+            f"{'failed: objective-bound':>23s}")
     lines = [head]
     for m in rows:
         s = m["summary"]
@@ -231,7 +267,8 @@ def report(rows: list) -> str:
                      f"{s['t0']:7.3f}m/{s['r0']:5.2f}d {s['t1']:10.4f} m / {s['r1']:6.3f} deg {s['t1_rel']:12.2f}% "
                      f"{m['seconds_per_query']:8.2f} "
                      + (f"{100 * s['success_rendered']:9.0f}% of {s['n_rendered']:2d}" if s.get("n_rendered") else f"{'-':>9s}  of  0")
-                     + f" {s.get('n_flagged', 0):11d} ({s.get('flagged_failed', 0):2d})")
+                     + f" {s.get('n_flagged', 0):11d} ({s.get('flagged_failed', 0):2d})"
+                     + f" {s.get('failed_objective_bound', 0):16d} of {s.get('n_failed', 0):3d}")
     return "\n".join(lines)
 
 
@@ -293,7 +330,7 @@ def main(argv=None) -> int:
     rows = []
     for method in names:
         for start in starts:
-            t0, r0, t1, r1, spread, rendered, flagged, secs, per_scene, infos_all = [], [], [], [], [], [], [], [], {}, []
+            t0, r0, t1, r1, spread, rendered, flagged, bound, secs, per_scene, infos_all = [], [], [], [], [], [], [], [], [], {}, []
             for ctx in contexts:
                 init = ctx.start_poses(start)
                 refined, sec, infos = ctx.refine(methods[method], init, a.batch)
@@ -303,10 +340,13 @@ def main(argv=None) -> int:
                 rendered.append(ctx.query_psnr >= a.field_ok)
                 render_psnr = np.array([i.get("render_psnr", math.inf) for i in infos])   # from lm_polish
                 flagged.append(render_psnr < LOW_RENDER_PSNR)
+                final_objective = ctx.objective_psnr(refined)
+                _, final_similar = view_coverage(ctx.scene.train.poses, refined)   # does a failure drift to a training view?
+                bound.append(final_objective >= ctx.truth_objective)
                 secs.append(sec)
                 infos_all.append(infos)
                 per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread),
-                                                          rendered[-1], flagged[-1]),
+                                                          rendered[-1], flagged[-1], bound[-1]),
                                                 field_psnr=ctx.field_psnr, spread_m=ctx.spread, coverage_pct=ctx.coverage,
                                                 coverage_similar_pct=(ctx.coverage_similar if math.isfinite(ctx.coverage_similar)
                                                                       else None),
@@ -314,14 +354,18 @@ def main(argv=None) -> int:
                                                 query_psnr=[round(float(v), 2) for v in ctx.query_psnr],
                                                 query_similar_view_m=[round(float(v), 4) if math.isfinite(v) else None
                                                                       for v in ctx.query_similar_m],
+                                                final_similar_view_m=[round(float(v), 4) if math.isfinite(v) else None
+                                                                      for v in final_similar],
                                                 render_psnr=[round(float(v), 2) if math.isfinite(v) else None for v in render_psnr],
+                                                objective_psnr={"truth": [round(float(v), 3) for v in ctx.truth_objective],
+                                                                "final": [round(float(v), 3) for v in final_objective]},
                                                 errors={k: [round(float(v), 5) for v in e] for k, e in
                                                         zip(("t0", "r0", "t1", "r1"), (*e0, *e1))})
             all_infos = [i for ctx_infos in infos_all for i in ctx_infos]
             row = dict(method=method, overrides=" ".join(methods[method]), start=start,
                        accepted_steps={k: float(np.median([i[k] for i in all_infos]))
                                        for k in ("steps", "polish_steps") if all_infos and k in all_infos[0]},
-                       summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread, rendered, flagged))),
+                       summary=summarize(*(np.concatenate(v) for v in (t0, r0, t1, r1, spread, rendered, flagged, bound))),
                        per_scene=per_scene, seconds_per_query=float(np.mean(secs)))
             rows.append(row)
             print(report([row]).splitlines()[-1], "  |", "  ".join(f"{k} {100 * v['success']:.0f}%"

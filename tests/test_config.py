@@ -269,6 +269,19 @@ def test_basin_success_is_also_reported_over_the_queries_the_field_renders():
     assert "67% of  3           2 ( 2)" in text and "-  of  0           0 ( 0)" in text
 
 
+def test_basin_counts_the_failures_the_objective_prefers_to_the_truth():
+    """A failure that ends at or below the truth's photometric loss is the objective's (the field's), not
+    the optimiser's: bench.basin counts those among the failures."""
+    import numpy as np
+    from bench.basin import report, summarize
+    zero, five = np.zeros(4), np.full(4, 5.0)
+    t1, r1 = np.full(4, 0.001), np.array([0.2, 3.0, 4.0, 0.3])               # queries 1 and 2 fail
+    s = summarize(zero, five, t1, r1, np.full(4, 3.0), objective_bound=np.array([True, True, False, False]))
+    assert (s["n_failed"], s["failed_objective_bound"]) == (2, 1)            # query 0 succeeded: not counted
+    assert summarize(zero, five, t1, r1, np.full(4, 3.0))["failed_objective_bound"] == 0
+    assert report([dict(method="m", start="rot5", summary=s, seconds_per_query=1.0)]).splitlines()[1].endswith("1 of   2")
+
+
 def test_basin_coverage_splits_success_by_the_queries_distance_to_a_similar_view(tmp_path, capsys):
     import json
     from bench import basin_coverage

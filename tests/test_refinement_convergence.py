@@ -82,3 +82,19 @@ def test_adam_pose_refinement_converges_from_5_degrees(problem, one_thread):
                                 problem["cam"], PoseRefineSettings(40, 0.01, 0.01, False))
     _check(results, problem, factor=3)   # Adam's fixed steps approach more slowly than LM (~x4.5 in 40 steps)
 
+
+
+def test_basin_objective_is_the_polish_objective(problem, one_thread):
+    """bench.basin's objective-bound count compares final and true poses on exactly the loss the polish
+    minimises: its PSNR equals the one of the polish's own first loss value at the same poses."""
+    from bench.basin import objective_psnr
+    from dm.refine_lm import LMSettings, refine_pose_lm_batch
+    from dm.refine_loss import ColorResidual
+    got = objective_psnr(problem["nefes"], problem["cam"], problem["imgs"], problem["hists"], problem["inits"], crop=2)
+    polish = refine_pose_lm_batch(problem["inits"], problem["nefes"], problem["hists"], problem["fused"], problem["cam"],
+                                  LMSettings(opt_iter=1, crop=2, feature=0.0, color=1.0, jacobian="flow"),
+                                  images=problem["imgs"])
+    expected = [ColorResidual.psnr(info["losses"][0]) for _, info in polish]
+    assert np.allclose(got, expected, atol=1e-3), (got, expected)
+    at_truth = objective_psnr(problem["nefes"], problem["cam"], problem["imgs"], problem["hists"], problem["gt"], crop=2)
+    assert not np.allclose(got, at_truth, atol=1e-3)   # it depends on the pose

@@ -223,7 +223,8 @@ def coverage_summary(train_poses: np.ndarray, refined: np.ndarray) -> dict:
     """Per query (loader order), the distance (m) from the refined pose to the nearest training camera looking
     the same way (:func:`dataset_loaders.inspect.view_coverage`; None: no such camera). It describes the
     queries, it does not flag them: on the held-out benchmark scenes it did not tell which refinements
-    failed (docs/convergence.md, fifth pass); ``render_psnr`` is the per-query flag."""
+    failed (docs/convergence.md, fifth pass), because a refinement the field misleads tends to end near a
+    training view (sixth pass); ``render_psnr`` is the per-query flag."""
     from dataset_loaders.inspect import SIMILAR_VIEW_DEG, camera_spread, view_coverage
     _, similar = view_coverage(train_poses, refined)
     finite = similar[np.isfinite(similar)]

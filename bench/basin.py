@@ -174,7 +174,6 @@ class SceneContext:
         self.cam = RenderCamera.for_scene(self.args, self.scene)
         self.query_psnr = self.true_pose_psnr()                    # (n,) dB per query
         self.field_psnr = float(np.median(self.query_psnr))
-        self.truth_objective = self.objective_psnr(self.gt)       # (n,) dB: the polish's objective at the truth
 
     @torch.no_grad()
     def true_pose_psnr(self) -> np.ndarray:
@@ -191,12 +190,14 @@ class SceneContext:
             out.append(float(psnr(rgb.clamp(0, 1), ref)))
         return np.array(out)
 
-    def objective_psnr(self, poses: np.ndarray) -> np.ndarray:
-        """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4)."""
+    def objective_psnr(self, poses: np.ndarray, nefes=None, cam=None, crop: int | None = None) -> np.ndarray:
+        """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4); by default with the scene's
+        field and refinement camera, else with a method's own (its ``ft_path`` and sampling may differ)."""
         items = [self.scene.test[int(i)] for i in self.idx]
-        return objective_psnr(self.nefes, self.cam, torch.stack([it["img"] for it in items]).to(self.device),
+        return objective_psnr(self.nefes if nefes is None else nefes, self.cam if cam is None else cam, torch.stack([it["img"] for it in items]).to(self.device),
                               torch.stack([it["hist"] for it in items]).to(self.device),
-                              torch.as_tensor(poses, dtype=torch.float32, device=self.device), self.args.refine_crop)
+                              torch.as_tensor(poses, dtype=torch.float32, device=self.device),
+                              self.args.refine_crop if crop is None else crop)
 
     def start_poses(self, start: str) -> np.ndarray:
         if start == "apr":
@@ -204,8 +205,9 @@ class SceneContext:
         deg, pct = parse_start(start)
         return perturb(self.gt, deg, pct / 100 * self.spread, seed=zlib.crc32(f"{self.spec.seed}/{start}".encode()))   # not hash(): str hashes change per process
 
-    def refine(self, overrides: list, starts: np.ndarray, batch: int) -> tuple[np.ndarray, float, list]:
-        """Refine the queries from ``starts``; -> (poses (n, 3, 4), seconds per query, infos)."""
+    def refine(self, overrides: list, starts: np.ndarray, batch: int) -> tuple[np.ndarray, float, list, dict]:
+        """Refine the queries from ``starts``; -> (poses (n, 3, 4), seconds per query, infos, the photometric
+        objective (:func:`objective_psnr`, this method's field) at the truth and at the refined poses)."""
         from config.options import parse_args
         from test_refinement import build_refiner
         args = parse_args(self.command + list(overrides) + ["--refine_batch", str(batch)])
@@ -224,7 +226,11 @@ class SceneContext:
             for pose, info in refine(list(chunk)):
                 out.append(pose.double().cpu().numpy())
                 infos.append(info)
-        return np.stack(out), (time.perf_counter() - t0) / len(self.idx), infos
+        poses, seconds = np.stack(out), (time.perf_counter() - t0) / len(self.idx)
+        # the objective of this method's own field and sampling (overrides may change ft_path, N_importance)
+        objective = {k: self.objective_psnr(p, refine.nefes, refine.cam, args.refine_crop)
+                     for k, p in (("truth", self.gt), ("final", poses))}
+        return poses, seconds, infos, objective
 
 
 def errors(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -333,16 +339,15 @@ def main(argv=None) -> int:
             t0, r0, t1, r1, spread, rendered, flagged, bound, secs, per_scene, infos_all = [], [], [], [], [], [], [], [], [], {}, []
             for ctx in contexts:
                 init = ctx.start_poses(start)
-                refined, sec, infos = ctx.refine(methods[method], init, a.batch)
+                refined, sec, infos, objective = ctx.refine(methods[method], init, a.batch)
                 e0, e1 = errors(init, ctx.gt), errors(refined, ctx.gt)
                 t0.append(e0[0]), r0.append(e0[1]), t1.append(e1[0]), r1.append(e1[1])
                 spread.append(np.full(len(init), ctx.spread))
                 rendered.append(ctx.query_psnr >= a.field_ok)
                 render_psnr = np.array([i.get("render_psnr", math.inf) for i in infos])   # from lm_polish
                 flagged.append(render_psnr < LOW_RENDER_PSNR)
-                final_objective = ctx.objective_psnr(refined)
                 _, final_similar = view_coverage(ctx.scene.train.poses, refined)   # does a failure drift to a training view?
-                bound.append(final_objective >= ctx.truth_objective)
+                bound.append(objective["final"] >= objective["truth"])
                 secs.append(sec)
                 infos_all.append(infos)
                 per_scene[ctx.spec.name] = dict(summarize(e0[0], e0[1], e1[0], e1[1], np.full(len(init), ctx.spread),
@@ -357,8 +362,7 @@ def main(argv=None) -> int:
                                                 final_similar_view_m=[round(float(v), 4) if math.isfinite(v) else None
                                                                       for v in final_similar],
                                                 render_psnr=[round(float(v), 2) if math.isfinite(v) else None for v in render_psnr],
-                                                objective_psnr={"truth": [round(float(v), 3) for v in ctx.truth_objective],
-                                                                "final": [round(float(v), 3) for v in final_objective]},
+                                                objective_psnr={k: [round(float(v), 3) for v in o] for k, o in objective.items()},
                                                 errors={k: [round(float(v), 5) for v in e] for k, e in
                                                         zip(("t0", "r0", "t1", "r1"), (*e0, *e1))})
             all_infos = [i for ctx_infos in infos_all for i in ctx_infos]

@@ -128,7 +128,8 @@ class OffsetAPR(torch.nn.Module):
 
 
 @torch.no_grad()
-def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses: torch.Tensor, crop: int) -> np.ndarray:
+def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses: torch.Tensor, crop: int,
+                   batch: int = 8) -> np.ndarray:
     """Per query, the photometric objective that the polish minimises (``lm_polish``:
     :class:`dm.refine_loss.ColorResidual` at the render size, working-size ``crop``) at ``poses`` (n, 3, 4),
     as a PSNR (dB; higher = lower loss). ``images`` (n, 3, H, W) at the working size, ``hists`` (n, 10).
@@ -137,9 +138,10 @@ def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses:
     from dm.refine_loss import ColorResidual
     res = ColorResidual(images, (cam.h, cam.w), crop, 0.0, 1.0)
     out = []
-    for k in range(len(poses)):
-        rgb = cam.render(nefes, poses[k:k + 1], hists[k:k + 1], features=False)["rgb"]
-        out.append(ColorResidual.psnr(float(res.loss(res.residual(rgb.to(res.target.dtype), torch.tensor([k], device=images.device)))[0])))
+    for k in range(0, len(poses), batch):
+        q = torch.arange(k, min(k + batch, len(poses)), device=images.device)
+        rgb = cam.render(nefes, poses[q], hists[q], features=False)["rgb"]
+        out += [ColorResidual.psnr(float(v)) for v in res.loss(res.residual(rgb.to(res.target.dtype), q))]
     return np.array(out)
 
 
@@ -190,14 +192,12 @@ class SceneContext:
             out.append(float(psnr(rgb.clamp(0, 1), ref)))
         return np.array(out)
 
-    def objective_psnr(self, poses: np.ndarray, nefes=None, cam=None, crop: int | None = None) -> np.ndarray:
-        """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4); by default with the scene's
-        field and refinement camera, else with a method's own (its ``ft_path`` and sampling may differ)."""
+    def objective_psnr(self, poses: np.ndarray, nefes, cam, crop: int) -> np.ndarray:
+        """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4) with a method's field and camera."""
         items = [self.scene.test[int(i)] for i in self.idx]
-        return objective_psnr(self.nefes if nefes is None else nefes, self.cam if cam is None else cam, torch.stack([it["img"] for it in items]).to(self.device),
-                              torch.stack([it["hist"] for it in items]).to(self.device),
-                              torch.as_tensor(poses, dtype=torch.float32, device=self.device),
-                              self.args.refine_crop if crop is None else crop)
+        images = torch.stack([it["img"] for it in items]).to(self.device)
+        hists = torch.stack([it["hist"] for it in items]).to(self.device)
+        return objective_psnr(nefes, cam, images, hists, torch.as_tensor(poses, dtype=torch.float32, device=self.device), crop)
 
     def start_poses(self, start: str) -> np.ndarray:
         if start == "apr":

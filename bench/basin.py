@@ -21,14 +21,15 @@ a refinement succeeds when it halves the size and ends below 1 (``e_final <= e_s
 **Rendered queries**: refinement can only be as good as the field where it looks. Each query's field
 PSNR at its true pose is measured once (``--field_ok``, default 25 dB, the line between the views a
 field renders and those it smears, e.g. walls no training camera saw); the report gives the success
-rate over all queries and, separately, over the queries rendered at or above that line, so that an
+rate over all queries and, separately, over the queries rendered at or above that line (by the scene's
+demo field, also for methods that override ``ft_path``), so that an
 optimiser's failures are not confused with a field's. **Flagged**: refinements the run itself marks
 as unreliable (with ``lm_polish``: render PSNR at the refined pose below
 :data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
 **Objective-bound failures**: a failed refinement whose final pose scores at least as well as the
 true pose on the photometric objective the demo's polish minimises (rendered colour against the query
 at the render size, ``refine_crop``; :func:`objective_psnr`): the objective, i.e. the
-field, prefers the wrong pose, and no better optimiser of it would succeed. The other failures stopped
+field, does not favour the truth over where the refinement stopped, so a better optimiser of it is not the remedy. The other failures stopped
 above the truth's loss, where an optimiser could still gain. The JSON keeps both values per query.
 **Coverage**: per scene, the median distance of the queries to the nearest training camera and to the
 nearest one looking the same way (:func:`dataset_loaders.inspect.view_coverage`); the JSON keeps the
@@ -134,7 +135,7 @@ def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses:
     :class:`dm.refine_loss.ColorResidual` at the render size, working-size ``crop``) at ``poses`` (n, 3, 4),
     as a PSNR (dB; higher = lower loss). ``images`` (n, 3, H, W) at the working size, ``hists`` (n, 10).
     A failed refinement that ends at or above the truth's value has found a pose the objective prefers to
-    the truth: no optimiser of that objective would fix it."""
+    the truth: a better optimiser of that objective is not the remedy."""
     from dm.refine_loss import ColorResidual
     res = ColorResidual(images, (cam.h, cam.w), crop, 0.0, 1.0)
     out = []

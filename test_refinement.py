@@ -14,6 +14,7 @@ itself: :mod:`dm.refine_run`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
@@ -56,6 +57,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     if torch.device(device).type == "cpu" and any(isinstance(m, HashGridEncoding) for m in nefes.modules()):
         hashgrid_cpu.get()   # build / load the fused kernel now, not inside the first query's time (~30 s once)
     cam = RenderCamera.for_scene(args, scene)
+    polish_cam = dataclasses.replace(cam, N_importance=args.lm_polish_N_importance) if args.lm_polish_N_importance > 0 else cam
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)
@@ -86,7 +88,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
         s = LMSettings(args.lm_polish, crop=args.refine_crop, lambda_init=args.lm_lambda, feature=0.0, color=1.0,
                        jacobian=args.lm_jacobian)
         starts = torch.cat([poses, init.to(poses)][:k])                 # hypothesis i of query b: row b + i * B
-        polished = refine_pose_lm_batch(starts, nefes, torch.cat([hists] * k), torch.cat([targets] * k), cam, s,
+        polished = refine_pose_lm_batch(starts, nefes, torch.cat([hists] * k), torch.cat([targets] * k), polish_cam, s,
                                         images=torch.cat([imgs] * k))
         out = []
         for b, (_, info) in enumerate(results):
@@ -101,6 +103,7 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     # imports torch._dynamo (~1.4 s on CPU)
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     refine.nefes, refine.cam = nefes, cam   # for previews.png (dm.previews renders a few queries at the end)
+    refine.polish_cam = polish_cam          # the photometric objective's renders (bench.basin scores poses with it)
     return refine
 
 

@@ -228,8 +228,9 @@ class SceneContext:
                 out.append(pose.double().cpu().numpy())
                 infos.append(info)
         poses, seconds = np.stack(out), (time.perf_counter() - t0) / len(self.idx)
-        # the objective of this method's own field and sampling (overrides may change ft_path, N_importance)
-        objective = {k: self.objective_psnr(p, refine.nefes, refine.cam, args.refine_crop)
+        # the polish's objective with this method's own field and sampling (overrides may change ft_path,
+        # N_importance, lm_polish_N_importance)
+        objective = {k: self.objective_psnr(p, refine.nefes, refine.polish_cam, args.refine_crop)
                      for k, p in (("truth", self.gt), ("final", poses))}
         return poses, seconds, infos, objective
 

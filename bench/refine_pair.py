@@ -1,9 +1,11 @@
-"""Paired refinement timing: ``python -m bench.refine_pair [--demo_dir DIR] [--env_b NEFES_CPU_KERNEL=0]``.
+"""Paired refinement timing: ``python -m bench.refine_pair [--demo_dir DIR] [--env_b NEFES_CPU_KERNEL=0] [--args_b "..."]``.
 
 On a shared machine the time per query drifts by tens of percent from one minute to the next, so
 two separate runs cannot tell a 10 % change. Here two worker processes load the same finished demo
 (its refinement command from ``demo_summary.json``) under two environments (``--env_a``, default
-unchanged; ``--env_b``, default ``NEFES_CPU_KERNEL=0``: the pure-PyTorch hash-grid lookup) and refine
+unchanged; ``--env_b``, default ``NEFES_CPU_KERNEL=0``: the pure-PyTorch hash-grid lookup), each with
+its own extra refinement options appended to the demo's command (``--args_a``, ``--args_b``, e.g.
+``--args_b "--lm_polish_N_importance 16"``; with ``--args_b`` given, ``--env_b`` defaults to unchanged), and refine
 the same queries, taking turns query by query (alternating who goes first). Prints the mean seconds
 per query of each and the median of the paired ratios b / a; writes ``logs/bench/refine_pair.txt``.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -51,12 +54,20 @@ def _env(spec: str) -> dict:
     return env
 
 
+def _label(env: str, extra: str) -> str:
+    return " ".join(filter(None, (env, extra))) or "unchanged"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--demo_dir", type=Path, default=REPO / "logs" / "bench" / "demo_cpu",
                    help="output folder of a finished demo (bench.demo writes logs/bench/demo_cpu)")
     p.add_argument("--env_a", default="", help="KEY=VALUE[,KEY=VALUE] for worker a")
-    p.add_argument("--env_b", default="NEFES_CPU_KERNEL=0", help="KEY=VALUE[,KEY=VALUE] for worker b")
+    p.add_argument("--env_b", default=None, help="KEY=VALUE[,KEY=VALUE] for worker b (default NEFES_CPU_KERNEL=0, "
+                   "or unchanged when --args_b is given)")
+    p.add_argument("--args_a", default="", help="refinement options appended to the demo's command for worker a")
+    p.add_argument("--args_b", default="", help="the same for worker b")
+    p.add_argument("--extra", default="", help=argparse.SUPPRESS)
     p.add_argument("--queries", type=int, default=0, help="first N test queries (0: all)")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -66,11 +77,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {summary_file} not found: run `python -m bench.demo` (or demo.sh) first")
     refine_args = json.loads(summary_file.read_text())["refine_command"][1:]
     if a.worker:
-        worker(refine_args)
+        worker(refine_args + shlex.split(a.extra))
         return 0
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.refine_pair", "--worker", "--demo_dir", str(a.demo_dir)],
+    if a.env_b is None:
+        a.env_b = "" if a.args_b else "NEFES_CPU_KERNEL=0"
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.refine_pair", "--worker", "--demo_dir", str(a.demo_dir),
+                               f"--extra={extra}"],
                               cwd=REPO, env=_env(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for spec in (a.env_a, a.env_b)]
+             for spec, extra in ((a.env_a, a.args_a), (a.env_b, a.args_b))]
     try:
         ready = [p.stdout.readline().split() for p in procs]
         if any(not r or r[0] != "READY" for r in ready):
@@ -89,8 +103,8 @@ def main(argv=None) -> int:
             proc.wait()
     ratios = [b / t for t, b in zip(*times)]
     text = (f"paired refinement timing on {a.demo_dir} ({n} queries, turns alternate)\n"
-            f"a [{a.env_a or 'unchanged'}]: {statistics.mean(times[0]):.3f} s per query\n"
-            f"b [{a.env_b or 'unchanged'}]: {statistics.mean(times[1]):.3f} s per query\n"
+            f"a [{_label(a.env_a, a.args_a)}]: {statistics.mean(times[0]):.3f} s per query\n"
+            f"b [{_label(a.env_b, a.args_b)}]: {statistics.mean(times[1]):.3f} s per query\n"
             f"b / a: median {statistics.median(ratios):.3f}, mean {statistics.mean(ratios):.3f}")
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)

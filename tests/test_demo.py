@@ -70,6 +70,11 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert refine_pair.main(["--demo_dir", str(out), "--queries", "2", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "refine_pair.txt").read_text()
     assert "(2 queries" in text and "NEFES_CPU_KERNEL=0" in text and "b / a: median" in text
+    # ... or of two sets of refinement options (worker b's appended to the demo's command)
+    assert refine_pair.main(["--demo_dir", str(out), "--queries", "1", "--out", str(tmp_path),
+                             "--args_b", "--lm_polish_N_importance 4"]) == 0
+    lines = (tmp_path / "refine_pair.txt").read_text().splitlines()
+    assert lines[1].startswith("a [unchanged]") and lines[2].startswith("b [--lm_polish_N_importance 4]")
 
 
 def test_smoke_demo_on_a_cambridge_scene(tmp_path):

@@ -15,6 +15,7 @@ Each step resumes when the demo is rerun after an interruption.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -33,6 +34,15 @@ CONFIGS = REPO / "config" / "synthetic"
 ROOM = dict(width=320, height=240, n_train_seq=12, frames_per_seq=30, n_test_seq=2, test_frames_per_seq=20)
 #: sizes the tiny configs are tuned for; other scenes are subsampled / downscaled to match
 WORKING_HEIGHT, NEFES_IMAGES, DFNET_IMAGES, QUERIES = 60, 180, 360, 20
+
+
+def configs_fingerprint() -> str:
+    """Short sha256 of the synthetic configs the demo trains and refines with (``demo_summary.json`` keeps
+    it; :mod:`bench.scenes` warns when a cached scene was trained under other configs)."""
+    h = hashlib.sha256()
+    for path in sorted(CONFIGS.glob("*.txt")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def scene_args(scene_dir: Path, dataset_type: str, meta_dir: Path) -> tuple[list, dict]:
@@ -118,7 +128,8 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
     summary = json.loads((res_dir / "summary.json").read_text())
     summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times, experiments=names,
                    total_seconds=time.perf_counter() - t_start, results_dir=str(res_dir),
-                   refine_command=[str(c) for c in refine_cmd[1:]])   # rerun with overrides: bench.refine_ablation
+                   refine_command=[str(c) for c in refine_cmd[1:]],   # rerun with overrides: bench.refine_ablation
+                   configs=configs_fingerprint())
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 

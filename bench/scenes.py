@@ -82,7 +82,13 @@ def ensure_trained(spec: BenchScene, root: Path = ROOT, device: str = "auto") ->
     out = root / spec.name / "demo"
     summary = out / "demo_summary.json"
     if summary.is_file():
-        return json.loads(summary.read_text())
+        done = json.loads(summary.read_text())
+        sys.path.insert(0, str(REPO))
+        from demo import configs_fingerprint
+        if done.get("configs") != configs_fingerprint():
+            print(f"warning: {out} was trained under other synthetic configs than config/synthetic/ holds now "
+                  f"(its results show the old settings); delete that folder to retrain", flush=True)
+        return done
     from demo import run_demo
     return run_demo(out, ensure_scene(spec, root), spec.dataset_type, device)
 

@@ -49,6 +49,7 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     res = out / "logs" / "DFNet_NeFeS50_room"
     assert (res / "DFNet_room_NeFeS2_APR_pose_results.txt").is_file() and (res / "trajectories.png").is_file()
     assert json.loads((out / "demo_summary.json").read_text())["n"] == summary["n"]
+    assert summary["configs"] == demo.configs_fingerprint()      # bench.scenes compares it with the configs now
     assert (out / "meta" / "world_setup.json").is_file()
     text = demo.format_summary(summary)
     assert "ratio refined / APR" in text
@@ -107,3 +108,22 @@ def test_coverage_line_reads_the_summary():
                                  "without_similar_view": 2, "per_query_m": [0.5, None, None]})
     assert "median 0.500 m (5.0 %" in line and "within 15 deg" in line and line.endswith("2 with none")
     assert demo._coverage_line(None) == [] and demo._coverage_line({"median_m": None}) == []
+
+
+def test_cached_benchmark_scene_trained_under_other_configs_is_flagged(tmp_path, monkeypatch, capsys):
+    """bench.scenes reuses a trained scene but says so when the synthetic configs changed since."""
+    import shutil
+    from bench import scenes
+    configs = tmp_path / "configs"
+    shutil.copytree(demo.CONFIGS, configs)
+    monkeypatch.setattr(demo, "CONFIGS", configs)
+    spec = next(iter(scenes.ALL.values()))
+    out = tmp_path / spec.name / "demo"
+    out.mkdir(parents=True)
+    (out / "demo_summary.json").write_text(json.dumps({"n": 3, "configs": demo.configs_fingerprint()}))
+    assert scenes.ensure_trained(spec, root=tmp_path)["n"] == 3
+    assert "warning" not in capsys.readouterr().out
+    stage1 = configs / "config_room_stage1.txt"
+    stage1.write_text(stage1.read_text().replace("N_importance=16", "N_importance=8"))
+    assert scenes.ensure_trained(spec, root=tmp_path)["n"] == 3          # reused, not retrained ...
+    assert f"warning: {out} was trained under other synthetic configs" in capsys.readouterr().out   # ... but flagged

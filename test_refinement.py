@@ -57,7 +57,9 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     if torch.device(device).type == "cpu" and any(isinstance(m, HashGridEncoding) for m in nefes.modules()):
         hashgrid_cpu.get()   # build / load the fused kernel now, not inside the first query's time (~30 s once)
     cam = RenderCamera.for_scene(args, scene)
-    polish_cam = dataclasses.replace(cam, N_importance=args.lm_polish_N_importance) if args.lm_polish_N_importance > 0 else cam
+    # the polish may render more fine samples than the paper's mode (it renders colour only, without autograd)
+    polish_cam = dataclasses.replace(cam, N_importance=args.lm_polish_N_importance) \
+        if args.lm_polish_N_importance > 0 else cam
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)

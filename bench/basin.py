@@ -28,9 +28,10 @@ as unreliable (with ``lm_polish``: render PSNR at the refined pose below
 :data:`dm.refine_run.LOW_RENDER_PSNR`), and how many of them failed: how well that warning tells.
 **Objective-bound failures**: a failed refinement whose final pose scores at least as well as the
 true pose on the photometric objective the demo's polish minimises (rendered colour against the query
-at the render size, ``refine_crop``; :func:`objective_psnr`): the objective, i.e. the
-field, does not favour the truth over where the refinement stopped, so a better optimiser of it is not the remedy. The other failures stopped
-above the truth's loss, where an optimiser could still gain. The JSON keeps both values per query.
+at the render size, ``refine_crop``, the polish's own fine samples; :func:`objective_psnr`): the
+objective, i.e. the field, does not favour the truth over where the refinement stopped, so a better
+optimiser of it is not the remedy. The other failures stopped above the truth's loss, where an optimiser
+could still gain. The JSON keeps both values per query.
 **Coverage**: per scene, the median distance of the queries to the nearest training camera and to the
 nearest one looking the same way (:func:`dataset_loaders.inspect.view_coverage`); the JSON keeps the
 second per query (``query_similar_view_m``) next to ``query_psnr`` and the errors, and the same distance
@@ -163,6 +164,9 @@ class SceneContext:
         n = len(self.scene.test)
         self.idx = np.unique(np.linspace(0, n - 1, queries).round().astype(int)) if queries and queries < n else np.arange(n)
         self.gt = self.scene.test.poses[self.idx]
+        items = [self.scene.test[int(i)] for i in self.idx]      # the queries, once (the objective reads them often)
+        self.images = torch.stack([it["img"] for it in items]).to(self.device)
+        self.hists = torch.stack([it["hist"] for it in items]).to(self.device)
         self.apr_poses = predict_all(self.apr, self.scene.test, self.device)[self.idx]
         self.spread = camera_spread(self.scene.train.poses)
         # how far each query is from the nearest training camera, and from the nearest one looking the same
@@ -195,10 +199,8 @@ class SceneContext:
 
     def objective_psnr(self, poses: np.ndarray, nefes, cam, crop: int) -> np.ndarray:
         """:func:`objective_psnr` of this scene's queries at ``poses`` (n, 3, 4) with a method's field and camera."""
-        items = [self.scene.test[int(i)] for i in self.idx]
-        images = torch.stack([it["img"] for it in items]).to(self.device)
-        hists = torch.stack([it["hist"] for it in items]).to(self.device)
-        return objective_psnr(nefes, cam, images, hists, torch.as_tensor(poses, dtype=torch.float32, device=self.device), crop)
+        return objective_psnr(nefes, cam, self.images, self.hists,
+                              torch.as_tensor(poses, dtype=torch.float32, device=self.device), crop)
 
     def start_poses(self, start: str) -> np.ndarray:
         if start == "apr":

@@ -83,7 +83,6 @@ def test_adam_pose_refinement_converges_from_5_degrees(problem, one_thread):
     _check(results, problem, factor=3)   # Adam's fixed steps approach more slowly than LM (~x4.5 in 40 steps)
 
 
-
 def test_basin_objective_is_the_polish_objective(problem, one_thread):
     """bench.basin's objective-bound count compares final and true poses on exactly the loss the polish
     minimises: its PSNR equals the one of the polish's own first loss value at the same poses."""

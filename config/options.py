@@ -187,6 +187,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--hg_coarse_finest_resolution", type=int, default=hg["hg_coarse_finest_resolution"], help="hashgrid: finest resolution of the coarse grid")
     g.add_argument("--hg_coarse_hidden", type=int, default=hg["hg_coarse_hidden"], help="hashgrid: MLP width of the coarse field")
     g.add_argument("--hg_fine_only", type=_bool, nargs="?", const=True, default=True, help="hashgrid: the fine field renders the N_importance samples only (not the union with the coarse samples); stored in the checkpoint")
+    g.add_argument("--pixel_center", type=float, default=0.0, help="where a pixel's ray passes, in pixels from its integer coordinate: 0 (the original) or 0.5 (the pixel centre of a downsampled image; this project, models/rays.py); a new field stores it in its checkpoints, which then decide")
     g.add_argument("--N_samples", type=int, default=64, help="coarse samples per ray")
     g.add_argument("--N_importance", type=int, default=64, help="extra fine samples per ray (inverse CDF)")
     g.add_argument("--perturb", type=float, default=1.0, help="stratified sampling jitter during training (0 or 1)")
@@ -335,6 +336,8 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     args.basedir = resolve_path(args.basedir)
     if args.hist_bin != 10:
         raise ConfigError(f"hist_bin={args.hist_bin}: only 10 bins are supported (the ACT takes 10 inputs)")
+    if not 0.0 <= args.pixel_center < 1.0:
+        raise ConfigError(f"pixel_center={args.pixel_center}: expected a fraction of a pixel in [0, 1) (0: the original, 0.5: pixel centres)")
     if args.num_threads < 0:
         raise ConfigError(f"num_threads={args.num_threads}: expected 0 (torch default) or a positive count")
     return args

@@ -36,6 +36,7 @@ import torch
 from dm.refine_loss import ColorResidual, FeatureResidual, check_crop
 from core import geometry
 from models.rays import camera_dirs, pixel_grid, project_jacobian
+from models.renderer import pixel_center
 
 JACOBIANS = ("fd", "flow")
 
@@ -85,13 +86,14 @@ class _Renderer:
         return (out.get("fused"), out.get("rgb")), out["depth"].flatten(1).median(1).values.double() / scale, dmap
 
 
-def pose_flow(depth: torch.Tensor, focal: float) -> torch.Tensor:
+def pose_flow(depth: torch.Tensor, focal: float, center: float = 0.0) -> torch.Tensor:
     """(N, h, w) z-depth maps (APR units; NaN: no surface) -> (N, 6, 2, h, w) optical flow (pixels per
     unit δ) of each pixel's 3-D point under the camera move ``T <- T · exp(δ)``, δ = (ρ, ω); 0 where
-    there is no surface. First order: the point's camera coordinates move by ``-ρ - ω × X``."""
+    there is no surface. First order: the point's camera coordinates move by ``-ρ - ω × X``. ``center``:
+    the rendering field's ``pixel_center`` (where each pixel's ray, and so its point, lies)."""
     N, h, w = depth.shape
     uv = pixel_grid(h, w, device=depth.device, dtype=depth.dtype)
-    X = depth.reshape(N, -1, 1) * camera_dirs(uv, h, w, focal)                   # (N, hw, 3), OpenGL axes
+    X = depth.reshape(N, -1, 1) * camera_dirs(uv, h, w, focal, center)           # (N, hw, 3), OpenGL axes
     valid = torch.isfinite(X).all(-1) & (X[..., 2] < 0)
     X = torch.where(valid[..., None], X, torch.tensor([0.0, 0.0, -1.0], dtype=X.dtype, device=X.device))
     P = project_jacobian(X, focal)                                               # (N, hw, 2, 3)
@@ -216,7 +218,7 @@ def refine_pose_lm_batch(c2w_init: torch.Tensor, nefes, hists: torch.Tensor | No
                 if Jx is None:
                     Jx = tuple(None if m is None else torch.zeros(B, 6, *m.shape[1:], dtype=m.dtype, device=dev) for m in x)
                 if s.jacobian == "flow":
-                    flow = pose_flow(dmap[need], float(cam.focal))
+                    flow = pose_flow(dmap[need], float(cam.focal), pixel_center(nefes))
                     for k in used:
                         Jx[k][need] = flow_jacobian(x[k][need], flow)
                 else:

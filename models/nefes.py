@@ -63,6 +63,8 @@ class NeFeS(nn.Module):
         self.scene_box = None if scene_box is None else torch.as_tensor(scene_box, dtype=torch.float32).reshape(2, 3)
         #: renderer default: fine field on the fine samples only (hash grid option), else on the union
         self.fine_only = bool(self.hparams.get("fine_only", False))
+        #: where a pixel's ray passes (models/rays.py): 0 (the original; checkpoints without the key) or 0.5
+        self.pixel_center = float(self.hparams.get("pixel_center", 0.0))
 
     def apply_act(self, rgb: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
         """``(B, R, 3)`` raw colours, ``(B, 10)`` histograms -> ``(B, R, 3)`` = sigmoid(K c + b) per image."""
@@ -98,6 +100,7 @@ def hparams_from_args(args) -> dict:
         hp["fine_only"] = bool(getattr(args, "hg_fine_only", True))
     else:
         raise ValueError(f"unknown field_type '{ft}' (expected hashgrid or nefes_mlp)")
+    hp["pixel_center"] = float(getattr(args, "pixel_center", 0.0) or 0.0)
     return hp
 
 

@@ -1,10 +1,16 @@
 """Camera rays with the original's pixel convention (spec §2.4; docs/architecture.md "Rays").
 
-* Pixel ``(u, v)`` = (column, row) with **integer** coordinates 0..W-1 / 0..H-1 (no +0.5 shift);
+* Pixel ``(u, v)`` = (column, row) with **integer** coordinates 0..W-1 / 0..H-1;
   principal point ``(W/2, H/2)`` computed as floats (53.0, 30.0 for a 106x60 render).
 * Camera-frame direction (OpenGL axes: x right, y up, looking along -z):
-  ``((u - W/2) / f, -(v - H/2) / f, -1)``; world direction ``R d``, **not normalised** (the depth
+  ``((u + c - W/2) / f, -(v + c - H/2) / f, -1)``; world direction ``R d``, **not normalised** (the depth
   parameter z is the distance along the optical axis); origin ``t``.
+* ``c`` is the field's ``pixel_center``. The original uses ``c = 0``: the ray of pixel ``u`` passes
+  through the integer coordinate ``u``. An image downsampled by ``K`` from one whose pixel centres lie
+  at integer coordinates (a camera with the principal point at ``W/2`` in OpenCV's convention, or this
+  project's synthetic renderer) has its pixel ``u`` centred at ``u + 0.5 - 0.5 / K`` instead, so with
+  ``c = 0`` every image is registered about half a pixel off its pose. ``c = 0.5`` casts through the
+  pixel centres (to within ``0.5 / K`` of a pixel; docs/convergence.md, eighth pass).
 * The field's view-direction input is ``d / |d|`` (:func:`view_dirs`).
 
 All functions are differentiable w.r.t. the pose (test-time refinement backpropagates into it).
@@ -21,18 +27,21 @@ def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
 
 
-def camera_dirs(uv: torch.Tensor, h: int, w: int, focal: float) -> torch.Tensor:
-    """``(..., 2)`` pixel coordinates -> ``(..., 3)`` camera-frame directions (z = -1)."""
-    x = (uv[..., 0] - w / 2.0) / focal
-    y = -(uv[..., 1] - h / 2.0) / focal
+def camera_dirs(uv: torch.Tensor, h: int, w: int, focal: float, center: float = 0.0) -> torch.Tensor:
+    """``(..., 2)`` pixel coordinates -> ``(..., 3)`` camera-frame directions (z = -1), through
+    ``uv + center`` (the field's ``pixel_center``)."""
+    x = (uv[..., 0] + (center - w / 2.0)) / focal
+    y = -(uv[..., 1] + (center - h / 2.0)) / focal
     return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
 
 
-def project(x_cam: torch.Tensor, h: int, w: int, focal: float) -> torch.Tensor:
+def project(x_cam: torch.Tensor, h: int, w: int, focal: float, center: float = 0.0) -> torch.Tensor:
     """``(..., 3)`` camera-frame points (OpenGL axes, in front of the camera: z < 0) -> ``(..., 2)`` pixel
-    coordinates ``(u, v)``; the inverse of :func:`camera_dirs` (``project(z * camera_dirs(uv)) == uv``)."""
+    coordinates ``(u, v)``; the inverse of :func:`camera_dirs`
+    (``project(z * camera_dirs(uv, center=c), center=c) == uv``)."""
     depth = -x_cam[..., 2]
-    return torch.stack([w / 2.0 + focal * x_cam[..., 0] / depth, h / 2.0 - focal * x_cam[..., 1] / depth], dim=-1)
+    return torch.stack([(w / 2.0 - center) + focal * x_cam[..., 0] / depth,
+                        (h / 2.0 - center) - focal * x_cam[..., 1] / depth], dim=-1)
 
 
 def project_jacobian(x_cam: torch.Tensor, focal: float) -> torch.Tensor:
@@ -44,7 +53,8 @@ def project_jacobian(x_cam: torch.Tensor, focal: float) -> torch.Tensor:
     return torch.stack([du, dv], -2)
 
 
-def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor | None = None):
+def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor | None = None,
+             center: float = 0.0):
     """Rays of a pinhole camera.
 
     Args:
@@ -52,6 +62,7 @@ def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor |
         h, w, focal: render size and focal length in pixels at that size.
         uv: optional pixel coordinates ``(R, 2)`` (shared by all poses) or ``(B, R, 2)``;
             default: every pixel, row-major.
+        center: where in a pixel its ray passes (the field's ``pixel_center``; module docstring).
     Returns:
         ``rays_o, rays_d``: ``(R, 3)`` each for a single pose, ``(B, R, 3)`` for a batch;
         ``rays_d`` is not normalised.
@@ -61,7 +72,7 @@ def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor |
     if uv is None:
         uv = pixel_grid(h, w, device=c2w.device, dtype=c2w.dtype)
     uv = uv.to(device=c2w.device, dtype=c2w.dtype)
-    dirs = camera_dirs(uv, h, w, focal)                                   # (R,3) or (B,R,3)
+    dirs = camera_dirs(uv, h, w, focal, center)                           # (R,3) or (B,R,3)
     if dirs.dim() == 2:
         dirs = dirs.unsqueeze(0).expand(c2w_b.shape[0], -1, -1)
     rays_d = dirs @ c2w_b[:, :3, :3].transpose(1, 2)                      # (B, R, 3) = R d

@@ -245,9 +245,15 @@ def render_rays(model, rays_o: torch.Tensor, rays_d: torch.Tensor, near: float, 
 # ----------------------------------------------------------------------------------------------
 # images, pixel batches, patches (ACT applied per image)
 # ----------------------------------------------------------------------------------------------
+def pixel_center(model) -> float:
+    """Where the model's rays pass through a pixel (``hparams['pixel_center']``; 0, the original's
+    convention, for models without it): see ``models/rays.py``."""
+    return float(getattr(model, "pixel_center", 0.0))
+
+
 def render_pixels(model, c2w_nerf: torch.Tensor, uv: torch.Tensor, h: int, w: int, focal: float, near: float,
                   far: float, hist: torch.Tensor, **kw) -> dict:
-    """Render chosen pixels of B images (random-ray training).
+    """Render chosen pixels of B images (random-ray training), rays through the model's :func:`pixel_center`.
 
     Args:
         c2w_nerf: ``(B, 3, 4)`` NeRF-frame poses.
@@ -258,7 +264,7 @@ def render_pixels(model, c2w_nerf: torch.Tensor, uv: torch.Tensor, h: int, w: in
         :func:`render_rays` outputs flattened image by image (``B*R`` rays), with ``rgb`` the ACT
         colour in (0, 1) and ``rgb_raw`` the raw fine colour.
     """
-    rays_o, rays_d = get_rays(c2w_nerf, h, w, focal, uv)                      # (B, R, 3)
+    rays_o, rays_d = get_rays(c2w_nerf, h, w, focal, uv, pixel_center(model))  # (B, R, 3)
     B, R = rays_o.shape[:2]
     out = render_rays(model, rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), near, far, **kw)
     out["rgb_raw"] = out["rgb"]

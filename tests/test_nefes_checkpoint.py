@@ -182,6 +182,23 @@ def test_hashgrid_checkpoint_stores_box_and_hparams(tmp_path):
     assert torch.equal(m2.fine(x, d)["feat"], m.fine(x, d)["feat"])
 
 
+def test_pixel_center_comes_from_the_config_and_then_from_the_checkpoint(tmp_path):
+    """A new field records the config's pixel_center; loading it back keeps it whatever the config says;
+    a checkpoint without the key (the original's) renders with 0."""
+    from argparse import Namespace
+    from models.nefes import hparams_from_args
+    args = Namespace(field_type="nefes_mlp", netdepth=2, netwidth=16, multires=2, multires_views=1, pixel_center=0.5)
+    m = build_from_hparams(hparams_from_args(args))
+    assert m.pixel_center == 0.5 and m.hparams["pixel_center"] == 0.5
+    save_nefes(tmp_path / "c.tar", m, 1)
+    m2, _ = load_nefes(tmp_path / "c.tar", "cpu", Namespace(pixel_center=0.0))
+    assert m2.pixel_center == 0.5
+    ck = torch.load(tmp_path / "c.tar", weights_only=True)
+    del ck["hparams"]["pixel_center"]
+    torch.save(ck, tmp_path / "old.tar")
+    assert load_nefes(tmp_path / "old.tar", "cpu")[0].pixel_center == 0.0
+
+
 # ---- errors: one line naming the file and the problem ---------------------------------------
 def test_missing_file(tmp_path):
     with pytest.raises(NeFeSCheckpointError, match=r"nope\.tar: NeFeS checkpoint not found"):

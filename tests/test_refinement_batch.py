@@ -104,18 +104,20 @@ def test_pose_flow_is_the_motion_of_the_rendered_points():
     h, w, f = 5, 7, 6.0
     depth = 1 + torch.rand(2, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     depth[1, 2, 3] = float("nan")                                     # no surface: no flow
-    flow = pose_flow(depth, f)
     uv = pixel_grid(h, w, dtype=torch.float64)
-    X = depth.reshape(2, -1, 1) * camera_dirs(uv, h, w, f)
-    assert torch.allclose(project(X[0], h, w, f), uv)
-    eps = 1e-6
-    for k in range(6):
-        E = G.se3_exp(eps * torch.eye(6, dtype=torch.float64)[k])
-        moved = (X - E[:, 3]) @ E[:, :3]                              # camera coordinates after T <- T exp(δ)
-        num = ((project(moved, h, w, f) - uv) / eps).reshape(2, h, w, 2).permute(0, 3, 1, 2)
-        ok = torch.isfinite(num)
-        assert torch.allclose(flow[:, k][ok], num[ok], atol=1e-4), k
-        assert (flow[1, k, :, 2, 3] == 0).all()
+    for c in (0.0, 0.5):                                              # both pixel conventions
+        flow = pose_flow(depth, f, c)
+        X = depth.reshape(2, -1, 1) * camera_dirs(uv, h, w, f, c)
+        assert torch.allclose(project(X[0], h, w, f, c), uv)
+        eps = 1e-6
+        for k in range(6):
+            E = G.se3_exp(eps * torch.eye(6, dtype=torch.float64)[k])
+            moved = (X - E[:, 3]) @ E[:, :3]                          # camera coordinates after T <- T exp(δ)
+            num = ((project(moved, h, w, f, c) - uv) / eps).reshape(2, h, w, 2).permute(0, 3, 1, 2)
+            ok = torch.isfinite(num)
+            assert torch.allclose(flow[:, k][ok], num[ok], atol=1e-4), (c, k)
+            assert (flow[1, k, :, 2, 3] == 0).all()
+    assert not torch.allclose(pose_flow(depth, f, 0.5)[0], pose_flow(depth, f)[0])
 
 
 def test_flow_jacobian_matches_a_shifted_map():

@@ -77,6 +77,31 @@ def test_pixel_convention():
     assert torch.allclose(d[0], torch.tensor([-1.75, 1.25, -1.0]))
 
 
+def test_pixel_center_moves_every_ray_by_the_same_fraction_of_a_pixel():
+    """pixel_center 0.5 casts the ray of pixel (u, v) through (u + 0.5, v + 0.5); project inverts it with
+    the same centre; a model's hparams decide which convention render_pixels uses."""
+    from models.rays import camera_dirs, project
+    h, w, f = 6, 8, 5.0
+    uv = pixel_grid(h, w, dtype=torch.float64)
+    d = camera_dirs(uv, h, w, f, 0.5)
+    assert torch.allclose(d, camera_dirs(uv + 0.5, h, w, f))
+    assert torch.allclose(d[3 * w + 4], torch.tensor([0.5 / f, -0.5 / f, -1.0], dtype=torch.float64))
+    assert torch.allclose(project(2.5 * d, h, w, f, 0.5), uv)
+    assert not torch.allclose(project(2.5 * d, h, w, f), uv)
+    # the renderer takes the convention from the model: a 0.5-centred render of pixel (u, v) is the
+    # 0-centred render of the point (u + 0.5, v + 0.5)
+    fine = NeFeSMLPField(transient=False, netdepth=2, netwidth=16, multires=2, multires_views=1)
+    m = _container(NeFeSMLPField(transient=False, netdepth=2, netwidth=16, multires=2, multires_views=1), fine)
+    c2w, hist = torch.eye(4)[None, :3], torch.full((1, 10), 0.1)
+    kw = dict(N_samples=8, N_importance=0, with_feat=False)
+    plain = render_pixels(m, c2w, uv.float() + 0.5, h, w, f, 0.5, 3.0, hist, **kw)["rgb"]
+    m.pixel_center = 0.5
+    centred = render_pixels(m, c2w, uv.float(), h, w, f, 0.5, 3.0, hist, **kw)["rgb"]
+    assert torch.allclose(centred, plain, atol=1e-6)
+    assert not torch.allclose(centred, render_pixels(_container(m.coarse, fine), c2w, uv.float(), h, w, f, 0.5, 3.0,
+                                                     hist, **kw)["rgb"], atol=1e-4)
+
+
 def test_patch_pixel_order():
     uv = patch_pixels(torch.tensor([[2, 5], [0, 1]]), size=3)
     assert uv.shape == (18, 2)

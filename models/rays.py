@@ -1,4 +1,4 @@
-"""Camera rays with the original's pixel convention (spec §2.4; docs/architecture.md "Rays").
+"""Camera rays: the original's pixel convention, or through the pixel centres (spec §2.4; docs/architecture.md "Rays").
 
 * Pixel ``(u, v)`` = (column, row) with **integer** coordinates 0..W-1 / 0..H-1;
   principal point ``(W/2, H/2)`` computed as floats (53.0, 30.0 for a 106x60 render).

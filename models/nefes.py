@@ -246,7 +246,8 @@ def load_nefes(path, device="cpu", args=None, strict: bool = True):
     Args:
         path: checkpoint file.
         device: target device.
-        args: optional config namespace: ``use_tcnn``, ``field_type`` (a mismatch is logged),
+        args: optional config namespace: ``use_tcnn``, ``field_type`` (a mismatch is logged), ``pixel_center``
+            (the checkpoint's value is used; a config asking for centred rays of a field trained without is logged),
             ``trust_checkpoint`` (:func:`utils.checkpoint_io.load_checkpoint`) and, for an original
             checkpoint, ``use_fusion_res``.
         strict: missing/unexpected keys are an error (else a warning).
@@ -283,6 +284,10 @@ def load_nefes(path, device="cpu", args=None, strict: bool = True):
         model = build_from_hparams(hparams, scene_box, use_tcnn=getattr(args, "use_tcnn", "auto"))
     except (KeyError, ValueError, TypeError) as e:
         raise NeFeSCheckpointError(f"{path}: invalid hparams ({type(e).__name__}: {e})") from None
+    asked = float(getattr(args, "pixel_center", 0.0) or 0.0)
+    if asked and asked != model.pixel_center:   # e.g. stage 2 set to 0.5 on a stage-1 field cast at 0
+        _logger.warning("%s was trained with pixel_center=%g; pixel_center=%g ignored (the checkpoint decides)",
+                        path, model.pixel_center, asked)
     coarse_sd, act_sd, fusion_sd = _split_fn(fn_state)
     _load_part(model.coarse, coarse_sd, "network_fn_state_dict (coarse field)", path, strict)
     _load_part(model.act, act_sd, "network_fn_state_dict (exposure_embedding)", path, strict)

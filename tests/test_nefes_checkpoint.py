@@ -1,5 +1,7 @@
 """NeFeS checkpoints: an original-format ``nefes.tar`` (built here from the §7.1 names and shapes),
 our own save/load round trip, hash-grid scene box + hparams, and clear errors."""
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -182,7 +184,7 @@ def test_hashgrid_checkpoint_stores_box_and_hparams(tmp_path):
     assert torch.equal(m2.fine(x, d)["feat"], m.fine(x, d)["feat"])
 
 
-def test_pixel_center_comes_from_the_config_and_then_from_the_checkpoint(tmp_path):
+def test_pixel_center_comes_from_the_config_and_then_from_the_checkpoint(tmp_path, caplog):
     """A new field records the config's pixel_center; loading it back keeps it whatever the config says;
     a checkpoint without the key (the original's) renders with 0."""
     from argparse import Namespace
@@ -197,6 +199,9 @@ def test_pixel_center_comes_from_the_config_and_then_from_the_checkpoint(tmp_pat
     del ck["hparams"]["pixel_center"]
     torch.save(ck, tmp_path / "old.tar")
     assert load_nefes(tmp_path / "old.tar", "cpu")[0].pixel_center == 0.0
+    with caplog.at_level(logging.WARNING, logger="models.nefes"):   # centred rays asked of a field cast at 0
+        assert load_nefes(tmp_path / "old.tar", "cpu", Namespace(pixel_center=0.5))[0].pixel_center == 0.0
+    assert "trained with pixel_center=0; pixel_center=0.5 ignored" in caplog.text
 
 
 # ---- errors: one line naming the file and the problem ---------------------------------------

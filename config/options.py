@@ -241,6 +241,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--dfnet_save_every", type=int, default=1, help="DFNet training: write the resume checkpoint every n epochs")
     g.add_argument("--pose_loss_t_scale", type=_t_scale, default="1", help="DFNet training: translation errors are divided by this (metres) in the pose MSE; 1: the original's loss in metres; auto: the RMS distance of the training cameras from their centroid (rotation and translation weigh alike on any scene size)")
     g.add_argument("--dfnet_lr_schedule", type=str, default="plateau", choices=("plateau", "cosine"), help="DFNet training: plateau (the original's ReduceLROnPlateau) or cosine (decay to 1 %% of learning_rate over epochs: a settled model from a short fixed budget)")
+    g.add_argument("--dfnet_select_from", type=float, default=0.0, help="DFNet training: validations before this fraction of epochs are logged but never chosen as the best model nor counted for early stopping (0: the original, every validation counts)")
     g.add_argument("--dfnet_time_budget", type=float, default=0.0, help="DFNet training: stop and save after this many minutes (0: no limit)")
     g.add_argument("--apr_random_init", type=_bool, nargs="?", const=True, default=False, help="tests/demos only: build a randomly initialised APR / feature DFNet when a checkpoint path is empty")
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from config.options import parse_args
 from models.dfnet import DFNet, load_dfnet
-from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_validation, _State, cosine_lr, pose_loss,
+from models.dfnet_training import (DFNetTrainConfig, DFNetTrainData, _after_validation, _State, cosine_lr, evaluate_apr, pose_loss,
                                    random_view_poses, train_dfnet, translation_scale, triplet_loss)
 
 
@@ -181,6 +181,44 @@ def test_early_stopping_and_plateau_bookkeeping(tmp_path):
     assert st.best_epoch == 2 and st.best == 0.5 and st.epoch == 5 and "early stopping" in st.stopped
     assert lrs == pytest.approx([1.0, 1.0, 1.0, 0.95, 0.95])
     assert (tmp_path / "dfnet_best.pt").is_file()
+
+
+def test_validation_medians_are_the_evals_medians():
+    """An even number of queries: the mean of the two middle errors (np.median, as eval.py), not the lower one."""
+    class Shift(torch.nn.Module):      # predicts the ground truth moved 1, 2, 3, 10 m along x
+        training = False
+
+        def predict_pose(self, x):
+            p = gt[: len(x)].clone().reshape(-1, 12)
+            p[:, 3] += torch.tensor([1.0, 2.0, 3.0, 10.0])[: len(x)]
+            return p.reshape(-1, 3, 4)
+    gt = torch.eye(4)[:3].repeat(4, 1, 1)
+    ev = evaluate_apr(Shift(), torch.zeros(4, 3, 8, 8), gt, "cpu")
+    assert ev["median_t"] == pytest.approx(2.5) and ev["mean_t"] == pytest.approx(4.0)
+
+
+def test_validations_before_select_from_are_never_the_best_model(tmp_path):
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=1.0)
+    cfg = _cfg(epochs=8, patience=(3, 100), select_from=0.5, lr_schedule="cosine")
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=100)
+    st = _State()
+    # a lucky epoch 2 (0.1) in the first half; the second half's best is epoch 6 (0.4)
+    for epoch, v in enumerate([1.0, 0.1, 0.9, 0.8, 0.5, 0.4, 0.6, 0.7], start=1):
+        st.epoch = epoch
+        _after_validation(net, sched, st, {"val_mse": v}, cfg, tmp_path)
+        assert not st.stopped     # epochs 1-4 count toward no early stopping either
+    assert (st.best_epoch, st.best) == (6, 0.4)
+    with pytest.raises(ValueError, match="dfnet_select_from"):
+        _cfg(select_from=1.0).validate()
+    assert DFNetTrainConfig.from_args(parse_args(["--dfnet_select_from", "0.25"])).select_from == 0.25
+    assert DFNetTrainConfig.from_args(parse_args([])).select_from == 0.0    # the original: every validation
+
+
+def test_a_run_stopped_before_the_selection_window_still_exports_a_model(toy_data, tmp_path):
+    cfg = _cfg(epochs=6, select_from=0.5, time_budget_min=1e-9, combine_loss_w=(1.0, 0.0, 0.0), rvs_loss_w=0.0)
+    res = train_dfnet(_net(), toy_data, None, cfg, tmp_path)
+    assert res["epochs_run"] == 1 and res["best_epoch"] == 1 and (tmp_path / "dfnet_best.pt").is_file()
 
 
 def test_training_stops_early_when_validation_does_not_improve(toy_data, tmp_path):

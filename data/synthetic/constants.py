@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from core.errors import SyntheticError  # noqa: F401  (re-exported: the generator's error type)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"   # 1.1: street test walks revisit the mapped stretch
 KINDS = ("room", "street")
 LAYOUTS = ("single", "original")
 #: Reference intrinsics the loaders hard-code: focal (px) at a reference width (px), default size.
 REF_CAMERA = {"room": (585.0, 640, (640, 480)), "street": (744.0, 854, (854, 480))}
 EXPOSURE_RANGE = (0.65, 1.35)
+#: a street test walk is redrawn until the median distance (m) from its frames to a training camera looking
+#: the same way (within 15 deg) is at most this (covered walks on the benchmark streets: 0.7-3.0 m)
+STREET_TEST_COVERAGE_M = 4.0
+STREET_TEST_REDRAWS = 20
 INCOMPLETE_MARKER = ".synthetic_incomplete"
 INFO_FILE = "synthetic_info.json"
 HIT_EPS = 1e-4

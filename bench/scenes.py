@@ -68,7 +68,12 @@ FRESH3 = {s.name: s for s in (
     BenchScene("street", 48, "original", "Cambridge", 854),
     BenchScene("street", 49, "single", "Cambridge", 854),
 )}
-ALL = {**TUNE, **HOLDOUT, **FRESH, **FRESH2, **FRESH3}
+#: fresh for the tenth pass (2026-12-07), generator 1.1, untouched by any setting: one street, one room
+FRESH4 = {s.name: s for s in (
+    BenchScene("street", 50, "original", "Cambridge", 854),
+    BenchScene("room", 51, "original", "7Scenes_colmap", 640),
+)}
+ALL = {**TUNE, **HOLDOUT, **FRESH, **FRESH2, **FRESH3, **FRESH4}
 
 
 def data_dir(spec: BenchScene, root: Path = ROOT) -> Path:

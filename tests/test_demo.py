@@ -2,6 +2,7 @@
 smoke run with tiny overrides; the real demo's numbers come from ``python -m bench.demo``)."""
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     lines = (tmp_path / "refine_pair.txt").read_text().splitlines()
     assert lines[1].startswith("a [unchanged]") and lines[2].startswith("b [--lm_polish_N_importance 4]")
 
+    # where the time goes (bench.refine_profile): every piece timed, and the estimate against the whole
+    from bench import refine_profile
+    assert refine_profile.main(["--demo_dir", str(out), "--queries", "1", "--repeat", "1", "--ops", "5",
+                                "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "refine_profile.txt").read_text()
+    timed = dict(re.findall(r"^  (\S.*?)\s+([0-9.]+) ms", text, flags=re.M))
+    assert set(timed) == {"apr", "render", "render (no grad)", "polish render", "whole query", "estimate"}
+    assert all(float(v) > 0 for v in timed.values())
+    assert "opt_iter 2" in text and "Self CPU" in text   # the demo's overrides; the operator table
+
 
 def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     """Cambridge layout (semantic masks present): no verification step, masked NeFeS losses."""
@@ -127,3 +138,13 @@ def test_cached_benchmark_scene_trained_under_other_configs_is_flagged(tmp_path,
     stage1.write_text(stage1.read_text().replace("N_importance=16", "N_importance=8"))
     assert scenes.ensure_trained(spec, root=tmp_path)["n"] == 3          # reused, not retrained ...
     assert f"warning: {out} was trained under other synthetic configs" in capsys.readouterr().out   # ... but flagged
+
+
+def test_benchmark_scene_groups_never_share_a_seed():
+    """Each benchmark scene has a seed of its own (a name clash would silently drop a scene from ``ALL``),
+    and none is the demo's or the tests' scene seed."""
+    from bench import scenes
+    groups = [scenes.TUNE, scenes.HOLDOUT, scenes.FRESH, scenes.FRESH2, scenes.FRESH3, scenes.FRESH4]
+    seeds = [s.seed for g in groups for s in g.values()]
+    assert len(seeds) == len(set(seeds)) == len(scenes.ALL)
+    assert not set(seeds) & {0, 3, 4, 5}

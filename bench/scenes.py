@@ -68,7 +68,8 @@ FRESH3 = {s.name: s for s in (
     BenchScene("street", 48, "original", "Cambridge", 854),
     BenchScene("street", 49, "single", "Cambridge", 854),
 )}
-#: fresh for the tenth pass (2026-12-07), generator 1.1, untouched by any setting: one street, one room
+#: fresh for the tenth pass (2026-12-07), untouched by any setting: one street, one room (rendered by generator
+#: 1.1; under 1.2 room51 gets another seq-03, docs/convergence.md, tenth pass)
 FRESH4 = {s.name: s for s in (
     BenchScene("street", 50, "original", "Cambridge", 854),
     BenchScene("room", 51, "original", "7Scenes_colmap", 640),

@@ -31,7 +31,8 @@ shadow baking), ``room`` / ``street`` (the two scenes), ``trajectories`` (camera
 """
 from data.synthetic.atlas import TextureAtlas, canvas_dims
 from data.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
-                                                 KINDS, LAYOUTS, REF_CAMERA, STREET_TEST_COVERAGE_M, SyntheticError)
+                                                 KINDS, LAYOUTS, REF_CAMERA, ROOM_TEST_COVERAGE_FRACTION,
+                                                 STREET_TEST_COVERAGE_M, SyntheticError)
 from data.synthetic.generate import build_scene, colmap_world_transform, generate
 from data.synthetic.raycast import Box, Cylinder, Intrinsics, Sphere, cast, default_intrinsics, pixel_rays
 from data.synthetic.render import Frame, PointLight, Scene
@@ -40,7 +41,7 @@ from data.synthetic.street import build_street
 from data.synthetic.trajectories import bspline_curve, camera_rotation, exposure_walk, make_trajectory
 
 __all__ = [
-    "Box", "Cylinder", "EXPOSURE_RANGE", "STREET_TEST_COVERAGE_M", "Frame", "GENERATOR_VERSION", "INCOMPLETE_MARKER", "INFO_FILE", "Intrinsics",
+    "Box", "Cylinder", "EXPOSURE_RANGE", "ROOM_TEST_COVERAGE_FRACTION", "STREET_TEST_COVERAGE_M", "Frame", "GENERATOR_VERSION", "INCOMPLETE_MARKER", "INFO_FILE", "Intrinsics",
     "KINDS", "LAYOUTS", "PointLight", "REF_CAMERA", "Scene", "Sphere", "SyntheticError", "TextureAtlas",
     "bspline_curve", "build_room", "build_scene", "build_street", "camera_rotation", "canvas_dims", "cast",
     "colmap_world_transform", "default_intrinsics", "exposure_walk", "generate", "make_trajectory", "pixel_rays",

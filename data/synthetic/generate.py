@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from core import frames, geometry
-from data.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE,
-                                      KINDS, LAYOUTS, REF_CAMERA, STREET_TEST_COVERAGE_M, STREET_TEST_REDRAWS,
-                                      SyntheticError)
+from data.synthetic.constants import (EXPOSURE_RANGE, GENERATOR_VERSION, INCOMPLETE_MARKER, INFO_FILE, KINDS, LAYOUTS,
+                                      REF_CAMERA, ROOM_TEST_COVERAGE_FRACTION, ROOM_TEST_MIN_TRAIN_FRAMES,
+                                      STREET_TEST_COVERAGE_M, TEST_WALK_REDRAWS, SyntheticError)
 from data.synthetic.raycast import default_intrinsics
 from data.synthetic.render import Scene
 from data.synthetic.room import build_room
@@ -137,8 +137,8 @@ def _plan(scene: Scene, seed: int, kind: str, n_train_seq, frames_per_seq, n_tes
             region = (lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo))
         for sid in (int(i) for i in ids if (int(i) in test_ids) == (split == "test")):
             n = frames_per_seq if split == "train" else test_frames
-            if split == "test" and kind == "street":
-                c2w = _covered_street_walk(scene, seed, sid, n, region, np.concatenate(train_c2w))
+            if split == "test" and (kind == "street" or sum(map(len, train_c2w)) >= ROOM_TEST_MIN_TRAIN_FRAMES):
+                c2w = _covered_test_walk(scene, seed, sid, n, region, np.concatenate(train_c2w), kind)
             else:
                 c2w = make_trajectory(scene, np.random.default_rng([seed, 1, sid]), n, region)
             gains = exposure_walk(np.random.default_rng([seed, 2, sid]), n)
@@ -150,28 +150,32 @@ def _plan(scene: Scene, seed: int, kind: str, n_train_seq, frames_per_seq, n_tes
     return jobs
 
 
-def _covered_street_walk(scene: Scene, seed: int, sid: int, n: int, region, train_c2w: np.ndarray) -> np.ndarray:
-    """A street test walk that revisits the mapped stretch, as the real Cambridge test sequences do.
+def _covered_test_walk(scene: Scene, seed: int, sid: int, n: int, region, train_c2w: np.ndarray, kind: str) -> np.ndarray:
+    """A test walk that revisits the mapped views, as the real test sequences do.
 
     A street walk looks at one side along ~10 m of a 50-70 m street, so a test walk drawn on its own can
-    face facades that no training camera saw from nearer than 10 m (street44, street45): no APR or field
-    can localise those views. The walk is redrawn (new random streams; the first is the one every
-    earlier version used, so walks that were covered stay identical) until the median distance from its
-    frames to a training camera looking the same way is at most ``STREET_TEST_COVERAGE_M``; after
-    ``STREET_TEST_REDRAWS`` draws the best-covered one is kept, with a warning."""
-    from dataset_loaders.inspect import view_coverage   # the benchmark's coverage measure
+    face facades that no training camera saw from nearer than 10 m (street44, street45); a room walk can
+    look at the room from where no training camera looked the same way (room51: half the spread away,
+    where the real 7-Scenes test sequences lie at 4-13 %). No APR or field can localise those views. The
+    walk is redrawn (new random streams; the first is the one every earlier version used, so walks that
+    were covered stay identical) until the median distance from its frames to a training camera looking
+    the same way is at most ``STREET_TEST_COVERAGE_M`` (streets) or ``ROOM_TEST_COVERAGE_FRACTION`` of
+    the training cameras' spread (rooms of at least ``ROOM_TEST_MIN_TRAIN_FRAMES`` training frames); after
+    ``TEST_WALK_REDRAWS`` draws the best-covered one is kept, with a warning."""
+    from dataset_loaders.inspect import camera_spread, view_coverage   # the benchmark's coverage measures
+    limit = STREET_TEST_COVERAGE_M if kind == "street" else ROOM_TEST_COVERAGE_FRACTION * camera_spread(train_c2w)
     best = None
-    for attempt in range(STREET_TEST_REDRAWS):
+    for attempt in range(TEST_WALK_REDRAWS):
         rng = np.random.default_rng([seed, 1, sid] if attempt == 0 else [seed, 1, sid, attempt])
         c2w = make_trajectory(scene, rng, n, region)
         _, similar = view_coverage(train_c2w[:, :3], c2w[:, :3])
         cover = float(np.median(similar))
         if best is None or cover < best[0]:
             best = (cover, c2w)
-        if cover <= STREET_TEST_COVERAGE_M:
+        if cover <= limit:
             return c2w
-    _logger.warning("street test sequence %d: no walk within %.1f m of a training view in %d draws (best %.1f m)",
-                    sid, STREET_TEST_COVERAGE_M, STREET_TEST_REDRAWS, best[0])
+    _logger.warning("%s test sequence %d: no walk within %.2f m of a training view in %d draws (best %.2f m)",
+                    kind, sid, limit, TEST_WALK_REDRAWS, best[0])
     return best[1]
 
 

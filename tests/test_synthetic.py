@@ -318,30 +318,6 @@ def test_test_cameras_lie_inside_the_training_region(room_dir, street_dir):
     assert ((poses["test"][:, :3, 3] > lo - 0.05) & (poses["test"][:, :3, 3] < hi + 0.05)).all()
 
 
-def test_street_test_walks_revisit_the_mapped_stretch():
-    """Seed 44 at the benchmark's sizes drew a test walk whose views no training camera saw from nearer
-    than ~10 m; it is redrawn until covered, while an already covered walk keeps its first draw."""
-    from data.synthetic.generate import _plan
-    from dataset_loaders.inspect import view_coverage
-    scene = S.build_scene("street", 44, 60.0)
-    jobs = _plan(scene, 44, "street", 8, 30, 2, 20)
-    train = np.stack([j.c2w[:3] for j in jobs if j.split == "train"])
-    region = (train[:, :, 3].min(0) + 0.1 * np.ptp(train[:, :, 3], 0), train[:, :, 3].max(0) - 0.1 * np.ptp(train[:, :, 3], 0))
-    redrawn = 0
-    for sid in sorted({j.seq for j in jobs if j.split == "test"}):
-        walk = np.stack([j.c2w for j in jobs if j.seq == sid])
-        first = S.make_trajectory(scene, np.random.default_rng([44, 1, sid]), 20, region)
-        _, first_cover = view_coverage(train, first[:, :3])
-        _, cover = view_coverage(train, walk[:, :3])
-        assert np.median(cover) <= S.STREET_TEST_COVERAGE_M
-        if np.median(first_cover) <= S.STREET_TEST_COVERAGE_M:
-            np.testing.assert_array_equal(walk, first)
-        else:
-            redrawn += 1
-            assert np.median(first_cover) > 8.0     # the uncovered walk of generator 1.0
-    assert redrawn == 1
-
-
 def test_default_intrinsics_and_bad_sizes():
     assert S.default_intrinsics("room") == S.Intrinsics(640, 480, 585.0)
     assert S.default_intrinsics("street") == S.Intrinsics(854, 480, 744.0)
@@ -376,27 +352,45 @@ def test_generator_package_is_tracked_and_generated_scenes_are_not():
     assert set(r.stdout.split()) == set(paths) - {"data/synthetic/render.py", "data/setup_7scenes.py"}
 
 
+def _benchmark_test_walks(kind: str, seed: int, focal=None):
+    """The training poses of a benchmark-size scene (8 walks of 30 frames, 2 test walks of 20) and, per
+    test walk, its coverage (median, m), the coverage of the walk every earlier generator drew first,
+    and whether the walk is that first draw."""
+    from data.synthetic.generate import _plan
+    from dataset_loaders.inspect import view_coverage
+    scene = S.build_scene(kind, seed, focal)
+    jobs = _plan(scene, seed, kind, 8, 30, 2, 20)
+    train = np.stack([j.c2w[:3] for j in jobs if j.split == "train"])
+    region = (train[:, :, 3].min(0) + 0.1 * np.ptp(train[:, :, 3], 0), train[:, :, 3].max(0) - 0.1 * np.ptp(train[:, :, 3], 0))
+    walks = []
+    for sid in sorted({j.seq for j in jobs if j.split == "test"}):
+        walk = np.stack([j.c2w for j in jobs if j.seq == sid])
+        first = S.make_trajectory(scene, np.random.default_rng([seed, 1, sid]), 20, region)
+        cover, first_cover = (float(np.median(view_coverage(train, w[:, :3])[1])) for w in (walk, first))
+        walks.append((cover, first_cover, bool(np.array_equal(walk, first))))
+    return train, walks
+
+
+def test_street_test_walks_revisit_the_mapped_stretch():
+    """Seed 44 at the benchmark's sizes drew a test walk whose views no training camera saw from nearer
+    than ~10 m; it is redrawn until covered, while an already covered walk keeps its first draw."""
+    _, walks = _benchmark_test_walks("street", 44, 60.0)
+    for cover, first_cover, is_first in walks:
+        assert cover <= S.STREET_TEST_COVERAGE_M
+        assert is_first == (first_cover <= S.STREET_TEST_COVERAGE_M)
+    redrawn = [first_cover for _, first_cover, is_first in walks if not is_first]
+    assert len(redrawn) == 1 and redrawn[0] > 8.0       # the uncovered walk of generator 1.0
+
+
 def test_room_test_walks_look_where_training_cameras_looked():
     """Seed 51 at the benchmark's sizes drew a room test walk half the training cameras' spread away from
     any training camera looking the same way (real 7-Scenes test sequences: 4-13 %); generator 1.2
     redraws it, and the covered walk keeps its first draw."""
-    from data.synthetic.generate import _plan
-    from dataset_loaders.inspect import camera_spread, view_coverage
-    scene = S.build_scene("room", 51)
-    jobs = _plan(scene, 51, "room", 8, 30, 2, 20)
-    train = np.stack([j.c2w[:3] for j in jobs if j.split == "train"])
+    from dataset_loaders.inspect import camera_spread
+    train, walks = _benchmark_test_walks("room", 51)
     limit = S.ROOM_TEST_COVERAGE_FRACTION * camera_spread(train)
-    region = (train[:, :, 3].min(0) + 0.1 * np.ptp(train[:, :, 3], 0), train[:, :, 3].max(0) - 0.1 * np.ptp(train[:, :, 3], 0))
-    redrawn = 0
-    for sid in sorted({j.seq for j in jobs if j.split == "test"}):
-        walk = np.stack([j.c2w for j in jobs if j.seq == sid])
-        first = S.make_trajectory(scene, np.random.default_rng([51, 1, sid]), 20, region)
-        _, first_cover = view_coverage(train, first[:, :3])
-        _, cover = view_coverage(train, walk[:, :3])
-        assert np.median(cover) <= limit
-        if np.median(first_cover) <= limit:
-            np.testing.assert_array_equal(walk, first)
-        else:
-            redrawn += 1
-            assert np.median(first_cover) > 0.4 * camera_spread(train)   # the walk of generator 1.1
-    assert redrawn == 1
+    for cover, first_cover, is_first in walks:
+        assert cover <= limit
+        assert is_first == (first_cover <= limit)
+    redrawn = [first_cover for _, first_cover, is_first in walks if not is_first]
+    assert len(redrawn) == 1 and redrawn[0] > 0.4 * camera_spread(train)   # the walk of generator 1.1

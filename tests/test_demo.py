@@ -78,6 +78,11 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     lines = (tmp_path / "refine_pair.txt").read_text().splitlines()
     assert lines[1].startswith("a [unchanged]") and lines[2].startswith("b [--lm_polish_N_importance 4]")
 
+    # how well the field renders its views (bench.field_quality): colour and depth against the depth maps
+    from bench import field_quality
+    assert field_quality.main(["--demo_dir", str(out), "--train_every", "5", "--out", str(tmp_path)]) == 0
+    _check_field_quality((tmp_path / "field_quality.txt").read_text(), n_test=summary["n"], n_train=4)
+
     # where the time goes (bench.refine_profile): every piece timed, and the estimate against the whole
     from bench import refine_profile
     assert refine_profile.main(["--demo_dir", str(out), "--queries", "1", "--repeat", "1", "--ops", "5",
@@ -107,6 +112,40 @@ def test_smoke_demo_on_a_cambridge_scene(tmp_path):
     R = refined[:, :, :3]                          # svd_reg: refined poses are proper rotations (text: 1e-6)
     assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-5) and np.allclose(np.linalg.det(R), 1, atol=1e-5)
     assert (out / "meta" / "world_setup.json").is_file()
+    # no depth maps in this layout: the true depth comes from the generator's scene, cast at the pose files
+    from bench import field_quality
+    assert field_quality.main(["--demo_dir", str(out), "--out", str(tmp_path)]) == 0
+    _check_field_quality((tmp_path / "field_quality.txt").read_text(), n_test=3, n_train=1)
+
+
+def _check_field_quality(text: str, n_test: int, n_train: int) -> None:
+    rows = {m[0]: m[1:] for m in re.findall(r"^  (test|train)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9]+)%$", text, re.M)}
+    assert set(rows) == {"test", "train"}, text
+    assert int(rows["test"][0]) == n_test and int(rows["train"][0]) == n_train
+    for views, psnr, depth_err, within in rows.values():
+        assert 0 < float(psnr) < 60 and 0 <= float(depth_err) < 10 and 0 <= int(within) <= 100
+
+
+def test_field_quality_true_depth_is_the_generators_depth(tiny_room):
+    """The two sources of true depth agree: the depth maps a 7-Scenes layout stores, and the generator's
+    scene cast again at the frame's pose file (the only source for a Cambridge layout)."""
+    import numpy as np
+    from bench import field_quality
+    synthetic = field_quality._synthetic_scene(tiny_room)
+    assert synthetic is not None
+    image = sorted(tiny_room.glob("seq-*/frame-*.color.png"))[3]
+    from_png = field_quality.true_depth(image, synthetic, 24, 32)
+    cast = field_quality.cast_depth(synthetic, np.loadtxt(field_quality._pose_file(image)), 24, 32)
+    ok = np.isfinite(from_png) & np.isfinite(cast)
+    assert ok.mean() > 0.9
+    rel = np.abs(from_png[ok] - cast[ok]) / cast[ok]
+    assert np.median(rel) < 0.02 and (rel < 0.05).mean() > 0.8
+    # and a wrong pose (the camera moved 0.3 m along its axis) does not agree
+    c2w = np.loadtxt(field_quality._pose_file(image))
+    c2w[:3, 3] += 0.3 * c2w[:3, 2]
+    moved = field_quality.cast_depth(synthetic, c2w, 24, 32)
+    ok = np.isfinite(from_png) & np.isfinite(moved)
+    assert np.median(np.abs(from_png[ok] - moved[ok]) / moved[ok]) > 0.05
 
 
 def test_cli_rejects_a_scene_without_dataset_type(tmp_path):

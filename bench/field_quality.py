@@ -1,7 +1,8 @@
-"""How well a trained NeFeS field renders a scene's views: ``python -m bench.field_quality [--demo_dir DIR] [--ckpt PATH]``.
+"""How well a trained NeFeS field renders a scene's views: ``python -m bench.field_quality [--demo_dir DIR | --config CFG] [--ckpt PATH]``.
 
 For the test views (all of them) and every ``--train_every``-th training view, at their true poses and at
-the refinement's render size (the demo's refinement command from ``demo_summary.json``):
+the refinement's render size (the demo's refinement command from ``demo_summary.json``, or a refinement
+config such as ``config/7Scenes/dfnet/config_chess_DFM.txt``, whose ``ft_path`` is the field):
 
 * ``psnr``: the colour against the image (dB), what the refinement's objectives compare;
 * ``depth``: the median relative error ``|d - d_true| / d_true`` of the rendered depth, and the fraction of
@@ -26,6 +27,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from core.errors import cli_main  # noqa: E402
 
 WITHIN = 0.10   # "pixels within 10 %" of the true depth
 
@@ -116,22 +119,29 @@ def evaluate(refine_args: list, ckpt: str | None, train_every: int) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--demo_dir", type=Path, default=REPO / "logs" / "demo",
                    help="output folder of a finished demo (a benchmark scene's: logs/bench/scenes/<name>/demo)")
+    p.add_argument("--config", default=None, help="a refinement config instead of a demo (its ft_path, datadir, render settings)")
     p.add_argument("--ckpt", default=None, help="evaluate this NeFeS checkpoint instead of the demo's final field")
     p.add_argument("--train_every", type=int, default=10, help="every N-th training view")
     p.add_argument("--args", default="", help="refinement options appended to the demo's command (e.g. --device cpu)")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     a = p.parse_args(argv)
-    summary_file = a.demo_dir / "demo_summary.json"
-    if not summary_file.is_file():
-        raise SystemExit(f"error: {summary_file} not found: run demo.sh (or python -m bench.scenes) first")
+    import shlex
+    if a.config is not None:
+        if not Path(a.config).is_file():
+            raise SystemExit(f"error: config {a.config} not found")
+        refine_args = ["--config", a.config] + shlex.split(a.args)
+    else:
+        summary_file = a.demo_dir / "demo_summary.json"
+        if not summary_file.is_file():
+            raise SystemExit(f"error: {summary_file} not found: run demo.sh (or python -m bench.scenes) first, or pass --config")
+        refine_args = json.loads(summary_file.read_text())["refine_command"][1:] + shlex.split(a.args)
     if a.ckpt is not None and not Path(a.ckpt).is_file():
         raise SystemExit(f"error: checkpoint {a.ckpt} not found")
-    import shlex
-    refine_args = json.loads(summary_file.read_text())["refine_command"][1:] + shlex.split(a.args)
     text = evaluate(refine_args, a.ckpt, max(1, a.train_every))
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,9 @@ def build_refiner(args, scene, apr, featnet, device, apr_poses: np.ndarray):
     # the polish may render more fine samples than the paper's mode (it renders colour only, without autograd)
     polish_cam = dataclasses.replace(cam, N_importance=args.lm_polish_N_importance) \
         if args.lm_polish_N_importance > 0 else cam
+    if args.lm_polish_tinyscale > 0:        # ... and at another size (more pixels: a finer photometric objective)
+        h, w, f = scene.render_size(args.lm_polish_tinyscale)
+        polish_cam = dataclasses.replace(polish_cam, h=h, w=w, focal=f)
     apr_s = APRRefineSettings(args.opt_iter, args.learning_rate, args.svd_reg, args.per_pixel, crop=args.refine_crop,
                               verification=not args.no_verification_step)
     pose_s = PoseRefineSettings(args.opt_iter, args.lr_r, args.lr_t, args.per_pixel)

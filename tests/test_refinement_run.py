@@ -398,9 +398,9 @@ def test_polish_from_the_start_keeps_the_lower_photometric_loss(tiny_room, tiny_
         assert two <= one * (1 + 2e-3)
 
 
-def test_polish_renders_with_its_own_fine_samples(tiny_room, tiny_models, tmp_path, monkeypatch, one_thread):
+def test_polish_renders_with_its_own_fine_samples_and_size(tiny_room, tiny_models, tmp_path, monkeypatch, one_thread):
     """``lm_polish_N_importance``: the polish (and only the polish) renders with that many fine samples;
-    0 keeps the refinement's ``N_importance``."""
+    0 keeps the refinement's ``N_importance``. ``lm_polish_tinyscale``: likewise its render size."""
     import dm.refine_lm
     real, seen = dm.refine_lm.refine_pose_lm_batch, []
 
@@ -409,13 +409,19 @@ def test_polish_renders_with_its_own_fine_samples(tiny_room, tiny_models, tmp_pa
         return real(init, nefes, hists, targets, cam, s, **kw)
 
     monkeypatch.setattr(dm.refine_lm, "refine_pose_lm_batch", spy)
-    for name, extra, expected in (("default", [], 3), ("more", ["--lm_polish_N_importance", 7], 7)):
+    sizes = {}
+    for name, extra, expected in (("default", [], 3), ("more", ["--lm_polish_N_importance", 7], 7),
+                                  ("finer", ["--lm_polish_tinyscale", 1], 3)):
         seen.clear()
         argv = _argv(tiny_room, tiny_models, tmp_path / name)
         argv[argv.index("--preview_queries"):argv.index("--preview_queries")] = [
             "--lm_polish", 1, "--N_importance", 3, *extra]
         assert _run(argv) == 0
         assert seen and all(c.N_importance == expected for c in seen), name          # one call per batch
-        assert {(c.h, c.w, c.N_samples) for c in seen} == {(seen[0].h, seen[0].w, seen[0].N_samples)}
+        assert {(c.h, c.w, c.N_samples, c.focal) for c in seen} == {(seen[0].h, seen[0].w, seen[0].N_samples, seen[0].focal)}
+        sizes[name] = (seen[0].h, seen[0].w, seen[0].focal)
         entries = [json.loads(p.read_text()) for p in sorted((tmp_path / name / "exp" / "journal").glob("q*.json"))]
         assert len(entries) == 4 and all(len(e["info"]["polish_losses"]) == 2 for e in entries)
+    # the tests' tinyscale is 2: tinyscale 1 renders the polish at twice the height, width and focal
+    assert sizes["more"] == sizes["default"]
+    assert sizes["finer"] == (2 * sizes["default"][0], 2 * sizes["default"][1], 2 * sizes["default"][2])

@@ -8,7 +8,8 @@ config such as ``config/7Scenes/dfnet/config_chess_DFM.txt``, whose ``ft_path`` 
 * ``depth``: the median relative error ``|d - d_true| / d_true`` of the rendered depth, and the fraction of
   pixels within 10 %. True depth: the depth maps of a 7-Scenes layout (``*.depth.png``, millimetres), or,
   for a scene rendered by ``data.synthetic`` (``synthetic_info.json``), the generator's own scene
-  re-cast at the pose files; none for real Cambridge data.
+  re-cast at the pose files; none for real Cambridge data. (Real 7-Scenes depth maps come from the
+  Kinect's depth camera, not registered to the colour images: there the error is approximate.)
 
 A field that fits its training views but renders the test views with the wrong depth has learnt the
 views, not the scene: no optimiser makes its objective sharp at the test poses (docs/convergence.md,

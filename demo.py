@@ -45,6 +45,15 @@ def configs_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
+def refine_args(out: Path) -> list:
+    """The refinement command-line arguments (without ``test_refinement.py``) of a finished demo in ``out``,
+    from its ``demo_summary.json``: what the ``bench`` tools rerun, time and profile."""
+    summary_file = Path(out) / "demo_summary.json"
+    if not summary_file.is_file():
+        raise SystemExit(f"error: {summary_file} not found: run demo.sh (or python -m bench.demo / bench.scenes) first")
+    return json.loads(summary_file.read_text())["refine_command"][1:]
+
+
 def scene_args(scene_dir: Path, dataset_type: str, meta_dir: Path) -> tuple[list, dict]:
     """Common CLI arguments for ``scene_dir``: df for a ~60 px high working image, skips for the tiny budget."""
     from config.options import parse_args

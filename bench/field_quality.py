@@ -137,10 +137,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: config {a.config} not found")
         refine_args = ["--config", a.config] + shlex.split(a.args)
     else:
-        summary_file = a.demo_dir / "demo_summary.json"
-        if not summary_file.is_file():
-            raise SystemExit(f"error: {summary_file} not found: run demo.sh (or python -m bench.scenes) first, or pass --config")
-        refine_args = json.loads(summary_file.read_text())["refine_command"][1:] + shlex.split(a.args)
+        from demo import refine_args as demo_refine_args
+        refine_args = demo_refine_args(a.demo_dir) + shlex.split(a.args)
     if a.ckpt is not None and not Path(a.ckpt).is_file():
         raise SystemExit(f"error: checkpoint {a.ckpt} not found")
     text = evaluate(refine_args, a.ckpt, max(1, a.train_every))

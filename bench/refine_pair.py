@@ -12,7 +12,6 @@ per query of each and the median of the paired ratios b / a; writes ``logs/bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -72,10 +71,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a, rest = p.parse_known_args(argv)
-    summary_file = a.demo_dir / "demo_summary.json"
-    if not summary_file.is_file():
-        raise SystemExit(f"error: {summary_file} not found: run `python -m bench.demo` (or demo.sh) first")
-    refine_args = json.loads(summary_file.read_text())["refine_command"][1:]
+    sys.path.insert(0, str(REPO))
+    from demo import refine_args as demo_refine_args
+    refine_args = demo_refine_args(a.demo_dir)
     if a.worker:
         worker(refine_args + shlex.split(a.extra))
         return 0

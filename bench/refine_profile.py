@@ -19,7 +19,6 @@ Output: stdout and ``logs/bench/refine_profile.txt``.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -119,10 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--ops", type=int, default=0, help="also print the N most expensive operators of one query")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     a = p.parse_args(argv)
-    summary_file = a.demo_dir / "demo_summary.json"
-    if not summary_file.is_file():
-        raise SystemExit(f"error: {summary_file} not found: run demo.sh (or python -m bench.demo) first")
-    refine_args = json.loads(summary_file.read_text())["refine_command"][1:] + shlex.split(a.args)
+    from demo import refine_args as demo_refine_args
+    refine_args = demo_refine_args(a.demo_dir) + shlex.split(a.args)
     text = profile(refine_args, a.queries, a.repeat, a.ops)
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)

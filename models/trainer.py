@@ -10,6 +10,11 @@ in docs/differences.md; ``--stage1_color_only`` and ``--per_image_patches`` swit
 * a stage-2 run restarts the counter (and the LR) at 0 with a fresh Adam;
 * patch positions are shared by all images of a batch, losses use static pixels only.
 
+Added (off by default, as the original): ``sparse_depth_w`` pulls the rendered depth of
+``sparse_depth_rays`` rays per image towards SIFT keypoints of the training views triangulated at
+their known poses (:mod:`models.sparse_depth`; triangulated once per experiment folder and cached in
+``sparse_depth.npz``), a relative L1 loss on the fine field's depth.
+
 Fixed on purpose: an interrupted run resumes from its *own* last checkpoint (weights, Adam state,
 RNG) — the original always reloaded ``ft_path``, so an interrupted stage-2 run silently restarted.
 
@@ -43,7 +48,7 @@ from models.nefes import NeFeS, build_nefes, checkpoint_dict, load_nefes, save_n
 from utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temp_files
 from utils.checkpoint_io import check_run_identity, load_checkpoint
 from models.rays import patch_pixels
-from models.renderer import render_image, render_pixels
+from models.renderer import pixel_center, render_image, render_pixels
 
 _logger = logging.getLogger(__name__)
 
@@ -102,6 +107,65 @@ class Targets:
     focal: float
     near: float
     far: float
+    sparse: "SparseRays | None" = None   # triangulated keypoints (sparse_depth_w > 0)
+
+
+@dataclass
+class SparseRays:
+    """Triangulated keypoints of the training views (:mod:`dataset_loaders.sparse_depth`), grouped by view."""
+    xy: list[torch.Tensor]        # per view (K_i, 2) render-size image coordinates (0 = the image's edge)
+    depth: list[torch.Tensor]     # per view (K_i,) camera z-depth, NeRF units
+
+    @classmethod
+    def from_sparse(cls, sd, n_views: int, device) -> "SparseRays":
+        xy = [torch.as_tensor(sd.xy[sd.view == i], dtype=torch.float32, device=device) for i in range(n_views)]
+        depth = [torch.as_tensor(sd.depth[sd.view == i], dtype=torch.float32, device=device) for i in range(n_views)]
+        return cls(xy, depth)
+
+    def sample(self, idx: torch.Tensor, n: int, gen: torch.Generator):
+        """``n`` keypoints (with replacement) of each view in ``idx`` that has any ->
+        (views (B',), xy (B', n, 2), depth (B', n)), or None when none has."""
+        views, xy, depth = [], [], []
+        for i in idx.tolist():
+            k = len(self.depth[i])
+            if k == 0:
+                continue
+            pick = torch.randint(k, (n,), generator=gen).to(self.depth[i].device)
+            views.append(i)
+            xy.append(self.xy[i][pick])
+            depth.append(self.depth[i][pick])
+        if not views:
+            return None
+        return torch.tensor(views, device=idx.device), torch.stack(xy), torch.stack(depth)
+
+
+def sparse_depth_targets(split, t: Targets, expdir: Path, device) -> SparseRays:
+    """Triangulate the training views' keypoints once per experiment folder (cached as ``sparse_depth.npz``:
+    about half a minute for 240 images of 854x480 on two cores)."""
+    from models.sparse_depth import SparseDepth, triangulate
+    cache = expdir / "sparse_depth.npz"
+    key = np.asarray(t.c2w_nerf.cpu(), dtype=np.float32)
+    sd = None
+    if cache.is_file():
+        try:
+            sd = SparseDepth.load(cache)
+            with np.load(cache) as z:
+                if "poses" not in z or z["poses"].shape != key.shape or not np.allclose(z["poses"], key, atol=1e-5):
+                    sd = None          # another scene or another pose normalisation: triangulate again
+        except (OSError, ValueError, KeyError):
+            sd = None
+    if sd is None:
+        sd = triangulate(split.image_paths, t.c2w_nerf.cpu().numpy().astype(np.float64), t.h, t.w, t.focal)
+        tmp = expdir / "sparse_depth.tmp.npz"
+        np.savez_compressed(tmp, view=sd.view, xy=sd.xy, depth=sd.depth, poses=key)
+        tmp.replace(cache)
+    inside = (sd.depth > t.near) & (sd.depth < t.far)     # a ray cannot put its depth beyond the far bound
+    if not inside.all():
+        _logger.warning("sparse depth: %d of %d keypoints lie beyond the scene's near/far bounds (%g, %g NeRF units) "
+                        "and are not used", int((~inside).sum()), len(sd), t.near, t.far)
+        sd = SparseDepth(sd.view[inside], sd.xy[inside], sd.depth[inside])
+    _logger.info("sparse depth: %d keypoints in %d of %d training views", len(sd), len(np.unique(sd.view)), len(key))
+    return SparseRays.from_sparse(sd, len(key), device)
 
 
 @torch.no_grad()
@@ -207,6 +271,15 @@ def training_step(model: NeFeS, t: Targets, idx: torch.Tensor, phase: str, args,
         m = None if keep is None else keep.reshape(-1, PATCH_SIZE, PATCH_SIZE)
         terms["fusion"] = losses.l1_feature_loss(fused, to_patches(target_feat), m)
         total = total + FUSION_WEIGHT * terms["fusion"]
+    if getattr(args, "sparse_depth_w", 0.0) > 0 and t.sparse is not None:
+        picked = t.sparse.sample(idx, args.sparse_depth_rays, gen)
+        if picked is not None:
+            views, xy, z = picked
+            kw = {**render_kw, "need_coarse": False, "with_distortion": False}
+            d = render_pixels(model, t.c2w_nerf[views], xy - pixel_center(model), t.h, t.w, t.focal, t.near, t.far,
+                              t.hists[views], with_feat=False, **kw)["depth"]
+            terms["sparse_depth"] = (torch.abs(d - z.reshape(-1)) / z.reshape(-1)).mean()   # relative L1
+            total = total + args.sparse_depth_w * terms["sparse_depth"]
     with torch.no_grad():
         terms["psnr"] = losses.psnr(sel(out["rgb"]), sel(target_rgb))
     terms["total"] = total
@@ -420,6 +493,8 @@ def train(args, scene, featnet, device, expdir: Path) -> dict:
         raise TrainingError("feature/fusion training needs a DFNet feature extractor (pretrain_featurenet_path)")
     train_t = build_targets(scene.train, scene, args.tinyscale, featnet if needs_feat else None, device)
     val_t = build_targets(scene.test, scene, args.tinyscale, None, device)
+    if getattr(args, "sparse_depth_w", 0.0) > 0:
+        train_t.sparse = sparse_depth_targets(scene.train, train_t, expdir, device)
     log = _Log(expdir / "train_log.jsonl")
     log.truncate(start)
     n = len(train_t.c2w_nerf)

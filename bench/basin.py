@@ -208,6 +208,19 @@ class SceneContext:
         deg, pct = parse_start(start)
         return perturb(self.gt, deg, pct / 100 * self.spread, seed=zlib.crc32(f"{self.spec.seed}/{start}".encode()))   # not hash(): str hashes change per process
 
+    def scene_for(self, args):
+        """The scene as a method's arguments load it: a method that overrides ``meta_dir`` renders its field
+        under that folder's world setup (a field trained with another far bound); the queries, their
+        ground truth and the APR frame must stay the same."""
+        if (args.meta_dir, args.datadir) == (self.args.meta_dir, self.args.datadir):
+            return self.scene
+        from dataset_loaders import load_scene
+        scene = load_scene(args)
+        if not np.allclose(scene.test.poses, self.scene.test.poses, atol=1e-6):
+            raise SystemExit(f"error: meta_dir {args.meta_dir} changes the APR frame of the test poses "
+                             "(another pose_avg_stats.txt): the method cannot be compared on these queries")
+        return scene
+
     def refine(self, overrides: list, starts: np.ndarray, batch: int) -> tuple[np.ndarray, float, list, dict]:
         """Refine the queries from ``starts``; -> (poses (n, 3, 4), seconds per query, infos, the photometric
         objective (:func:`objective_psnr`, this method's field) at the truth and at the refined poses)."""
@@ -220,7 +233,7 @@ class SceneContext:
         if args.pose_only == 2:
             apr = OffsetAPR(self.apr).to(self.device)
             batch = 1   # one start offset per APR: one query at a time
-        refine = build_refiner(args, self.scene, apr, self.featnet, self.device, full)
+        refine = build_refiner(args, self.scene_for(args), apr, self.featnet, self.device, full)
         out, infos, t0 = [], [], time.perf_counter()
         for k in range(0, len(self.idx), batch):
             chunk = self.idx[k:k + batch]

@@ -187,3 +187,31 @@ def test_benchmark_scene_groups_never_share_a_seed():
     seeds = [s.seed for g in groups for s in g.values()]
     assert len(seeds) == len(set(seeds)) == len(scenes.ALL)
     assert not set(seeds) & {0, 3, 4, 5}
+
+
+def test_basin_renders_a_method_under_its_own_world_setup(tiny_room, tmp_path):
+    """bench.basin: a method that overrides ``meta_dir`` (a field trained with another far bound) gets the
+    scene loaded under that world setup; one that would change the APR frame of the queries is refused."""
+    from bench.basin import SceneContext
+    from config.options import parse_args
+    from conftest import tiny_nefes_args
+    from dataset_loaders import load_scene
+    base = tiny_nefes_args(tiny_room, tmp_path, "x")
+    ctx = SceneContext.__new__(SceneContext)                 # the parts scene_for reads, without training a scene
+    ctx.args = parse_args(base + ["--meta_dir", str(tmp_path / "a")])
+    ctx.scene = load_scene(ctx.args)
+    assert ctx.scene_for(ctx.args) is ctx.scene
+    ws = json.loads((tmp_path / "a" / "world_setup.json").read_text())
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "pose_avg_stats.txt", tmp_path / "b")
+    (tmp_path / "b" / "world_setup.json").write_text(json.dumps({**ws, "pose_scale2": 2 * ws["pose_scale2"]}))
+    other = ctx.scene_for(parse_args(base + ["--meta_dir", str(tmp_path / "b")]))
+    assert other.world_setup.scale == pytest.approx(2 * ctx.scene.world_setup.scale)
+    assert np.allclose(other.test.poses, ctx.scene.test.poses)
+    (tmp_path / "c").mkdir()
+    avg = np.loadtxt(tmp_path / "a" / "pose_avg_stats.txt")
+    avg[:, 3] += 0.5                                          # another centring: another APR frame
+    np.savetxt(tmp_path / "c" / "pose_avg_stats.txt", avg)
+    shutil.copy(tmp_path / "a" / "world_setup.json", tmp_path / "c")
+    with pytest.raises(SystemExit, match="APR frame"):
+        ctx.scene_for(parse_args(base + ["--meta_dir", str(tmp_path / "c")]))

@@ -196,7 +196,11 @@ def test_basin_renders_a_method_under_its_own_world_setup(tiny_room, tmp_path):
     from config.options import parse_args
     from conftest import tiny_nefes_args
     from dataset_loaders import load_scene
-    base = tiny_nefes_args(tiny_room, tmp_path, "x")
+    room = tmp_path / "room"      # a private copy without meta files (other tests may have written them beside the images)
+    shutil.copytree(tiny_room, room)
+    for f in [*room.glob("world_setup*.json"), *room.glob("pose_avg_stats*.txt")]:
+        f.unlink()
+    base = tiny_nefes_args(room, tmp_path, "x")
     ctx = SceneContext.__new__(SceneContext)                 # the parts scene_for reads, without training a scene
     ctx.args = parse_args(base + ["--meta_dir", str(tmp_path / "a")])
     ctx.scene = load_scene(ctx.args)

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from models import rays
 
 _logger = logging.getLogger(__name__)
 
@@ -62,17 +65,16 @@ class TriangulationSettings:
 
 
 def _camera_dirs(xy: np.ndarray, h: int, w: int, focal: float) -> np.ndarray:
-    """(K, 2) render-size coordinates -> (K, 3) camera-frame ray directions (OpenGL axes, z = -1)."""
-    return np.stack([(xy[:, 0] - w / 2.0) / focal, -(xy[:, 1] - h / 2.0) / focal, -np.ones(len(xy))], -1)
+    """(K, 2) render-size coordinates -> (K, 3) camera-frame ray directions (the camera model of
+    :mod:`models.rays`: OpenGL axes, z = -1; ``center=0`` because ``xy`` already counts from the edge)."""
+    return rays.camera_dirs(torch.from_numpy(xy), h, w, focal, center=0.0).numpy()
 
 
-def _project(p_world: np.ndarray, c2w: np.ndarray, h: int, w: int, focal: float) -> tuple[np.ndarray, np.ndarray]:
-    """(K, 3) NeRF-frame points -> ((K, 2) render-size coordinates, (K,) z-depth)."""
-    x = (p_world - c2w[:3, 3]) @ c2w[:3, :3]          # world -> camera: R^T (p - t)
-    z = -x[:, 2]
+def _project(p_world: np.ndarray, c2w: np.ndarray, h: int, w: int, focal: float) -> np.ndarray:
+    """(K, 3) NeRF-frame points -> (K, 2) render-size coordinates (:func:`models.rays.project`)."""
+    x_cam = (p_world - c2w[:3, 3]) @ c2w[:3, :3]          # world -> camera: R^T (p - t)
     with np.errstate(divide="ignore", invalid="ignore"):
-        uv = np.stack([w / 2.0 + focal * x[:, 0] / z, h / 2.0 - focal * x[:, 1] / z], -1)
-    return uv, z
+        return rays.project(torch.from_numpy(x_cam), h, w, focal, center=0.0).numpy()
 
 
 def _neighbours(c2w: np.ndarray, k: int, max_axis_deg: float) -> list[list[int]]:
@@ -140,8 +142,8 @@ def triangulate(image_paths: list[Path], c2w_nerf: np.ndarray, h: int, w: int, f
         qi = np.array([a.queryIdx for a in m])
         qj = np.array([a.trainIdx for a in m])
         p, d_i, d_j, angle = _triangulate_pair(xy_i[qi], xy_j[qj], c2w[i], c2w[j], h, w, focal)
-        uv_i, _ = _project(p, c2w[i], h, w, focal)
-        uv_j, _ = _project(p, c2w[j], h, w, focal)
+        uv_i = _project(p, c2w[i], h, w, focal)
+        uv_j = _project(p, c2w[j], h, w, focal)
         err = np.maximum(np.linalg.norm(uv_i - xy_i[qi], axis=-1), np.linalg.norm(uv_j - xy_j[qj], axis=-1)) * px_i
         ok = (d_i > 0) & (d_j > 0) & (angle >= s.min_angle_deg) & (err <= s.max_reproj_px)
         for k, dk in zip(qi[ok], d_i[ok]):

@@ -43,13 +43,23 @@ class SparseDepth:
     def __len__(self) -> int:
         return len(self.view)
 
-    def save(self, path: Path) -> None:
-        np.savez_compressed(path, view=self.view, xy=self.xy, depth=self.depth)
+    def save(self, path: Path, poses: np.ndarray) -> None:
+        """Write to ``path`` (.npz) with the poses it was triangulated at (the cache's key); atomic."""
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, view=self.view, xy=self.xy, depth=self.depth, poses=poses)
+        tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> "SparseDepth":
-        with np.load(path) as z:
-            return cls(z["view"], z["xy"], z["depth"])
+    def load(cls, path: Path, poses: np.ndarray) -> "SparseDepth | None":
+        """The points saved at ``path`` if they were triangulated at ``poses``; None if not, or if the file
+        is missing or unreadable."""
+        try:
+            with np.load(path) as z:
+                if z["poses"].shape != poses.shape or not np.allclose(z["poses"], poses, atol=1e-5):
+                    return None
+                return cls(z["view"], z["xy"], z["depth"])
+        except (OSError, ValueError, KeyError):
+            return None
 
 
 @dataclass

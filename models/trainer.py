@@ -112,7 +112,7 @@ class Targets:
 
 @dataclass
 class SparseRays:
-    """Triangulated keypoints of the training views (:mod:`dataset_loaders.sparse_depth`), grouped by view."""
+    """Triangulated keypoints of the training views (:mod:`models.sparse_depth`), grouped by view."""
     xy: list[torch.Tensor]        # per view (K_i, 2) render-size image coordinates (0 = the image's edge)
     depth: list[torch.Tensor]     # per view (K_i,) camera z-depth, NeRF units
 
@@ -144,28 +144,18 @@ def sparse_depth_targets(split, t: Targets, expdir: Path, device) -> SparseRays:
     about half a minute for 240 images of 854x480 on two cores)."""
     from models.sparse_depth import SparseDepth, triangulate
     cache = expdir / "sparse_depth.npz"
-    key = np.asarray(t.c2w_nerf.cpu(), dtype=np.float32)
-    sd = None
-    if cache.is_file():
-        try:
-            sd = SparseDepth.load(cache)
-            with np.load(cache) as z:
-                if "poses" not in z or z["poses"].shape != key.shape or not np.allclose(z["poses"], key, atol=1e-5):
-                    sd = None          # another scene or another pose normalisation: triangulate again
-        except (OSError, ValueError, KeyError):
-            sd = None
+    poses = np.asarray(t.c2w_nerf.cpu(), dtype=np.float64)
+    sd = SparseDepth.load(cache, poses)            # None: absent, or triangulated at other poses
     if sd is None:
-        sd = triangulate(split.image_paths, t.c2w_nerf.cpu().numpy().astype(np.float64), t.h, t.w, t.focal)
-        tmp = expdir / "sparse_depth.tmp.npz"
-        np.savez_compressed(tmp, view=sd.view, xy=sd.xy, depth=sd.depth, poses=key)
-        tmp.replace(cache)
+        sd = triangulate(split.image_paths, poses, t.h, t.w, t.focal)
+        sd.save(cache, poses)
     inside = (sd.depth > t.near) & (sd.depth < t.far)     # a ray cannot put its depth beyond the far bound
     if not inside.all():
         _logger.warning("sparse depth: %d of %d keypoints lie beyond the scene's near/far bounds (%g, %g NeRF units) "
                         "and are not used", int((~inside).sum()), len(sd), t.near, t.far)
         sd = SparseDepth(sd.view[inside], sd.xy[inside], sd.depth[inside])
-    _logger.info("sparse depth: %d keypoints in %d of %d training views", len(sd), len(np.unique(sd.view)), len(key))
-    return SparseRays.from_sparse(sd, len(key), device)
+    _logger.info("sparse depth: %d keypoints in %d of %d training views", len(sd), len(np.unique(sd.view)), len(poses))
+    return SparseRays.from_sparse(sd, len(poses), device)
 
 
 @torch.no_grad()

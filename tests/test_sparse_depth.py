@@ -74,11 +74,18 @@ def test_settings_trade_points_for_agreement(small_street):
     assert len(loose) > len(default) > len(strict)
 
 
-def test_save_load_roundtrip(tmp_path):
+def test_cache_roundtrip_is_keyed_by_the_poses(tmp_path):
     sd = SparseDepth(np.array([0, 2]), np.array([[1.5, 2.5], [3, 4]], np.float32), np.array([1.0, 2.0], np.float32))
-    sd.save(tmp_path / "s.npz")
-    back = SparseDepth.load(tmp_path / "s.npz")
+    poses = np.eye(4)[None, :3].repeat(3, 0)
+    sd.save(tmp_path / "s.npz", poses)
+    back = SparseDepth.load(tmp_path / "s.npz", poses)
     assert np.array_equal(back.view, sd.view) and np.array_equal(back.xy, sd.xy) and np.array_equal(back.depth, sd.depth)
+    moved = poses.copy()
+    moved[1, 0, 3] += 0.1
+    assert SparseDepth.load(tmp_path / "s.npz", moved) is None          # other poses: triangulate again
+    assert SparseDepth.load(tmp_path / "missing.npz", poses) is None
+    (tmp_path / "bad.npz").write_text("not a zip")
+    assert SparseDepth.load(tmp_path / "bad.npz", poses) is None
 
 
 def test_training_with_sparse_depth_logs_the_term_and_caches_the_points(tmp_path, small_street):

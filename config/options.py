@@ -193,7 +193,7 @@ def config_parser() -> configargparse.ArgumentParser:
     g.add_argument("--perturb", type=float, default=1.0, help="stratified sampling jitter during training (0 or 1)")
     g.add_argument("--raw_noise_std", type=float, default=0.0, help="density noise during training")
     g.add_argument("--distortion_loss_w", type=float, default=0.0, help="NeFeS training: weight of mip-NeRF 360's distortion loss on both fields' ray weights (against floaters; 0: off, as the original; this project)")
-    g.add_argument("--sparse_depth_w", type=float, default=0.0, help="NeFeS training: weight of a depth loss on SIFT keypoints of the training views triangulated at their known poses (models/sparse_depth.py; 0: off, as the original; this project)")
+    g.add_argument("--sparse_depth_w", type=float, default=0.0, help="NeFeS training: weight of a depth loss on SIFT keypoints of the training views triangulated at their known poses (core/triangulation.py; 0: off, as the original; this project)")
     g.add_argument("--sparse_depth_rays", type=int, default=64, help="with sparse_depth_w: keypoint rays per training image and iteration")
     g.add_argument("--lindisp", type=_bool, nargs="?", const=True, default=False, help="sample linearly in inverse depth")
     g.add_argument("--chunk", type=int, default=defaults.CHUNK, help="rays per rendering chunk (memory only)")

@@ -297,13 +297,13 @@ def load_scene(args: argparse.Namespace, preload: bool | None = None) -> SceneDa
                                                        load_flag=bool(_arg(args, "load_pose_avg_stats", False)),
                                                        meta_dir=meta_dir)
     c2w_train, c2w_test = to_apr(raw_train, A), to_apr(raw_test, A)
-    ws, prov["world_setup"] = world_setup.resolve_world_setup(datadir, c2w_train, raw_train.depth_paths,
-                                                              meta_dir=meta_dir)
-
     h_raw, w_raw = images.image_size(raw_train.image_paths[0])
     df = float(_arg(args, "df", 1.0))
     h, w = images.working_size(h_raw, w_raw, df)
     focal_raw, prov["focal"] = _intrinsics(args, dtype, datadir, raw_train, w_raw)
+    ws, prov["world_setup"] = world_setup.resolve_world_setup(datadir, c2w_train, raw_train.depth_paths,
+                                                              meta_dir=meta_dir, image_paths=raw_train.image_paths,
+                                                              camera=(h_raw, w_raw, focal_raw))
     focal = focal_raw / df
 
     if _arg(args, "set_near_far", False):

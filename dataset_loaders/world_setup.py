@@ -16,8 +16,10 @@ Rules
   flipped w2c ``(M·Q)⁻¹``, which is what the original centres when no file is loaded). Both choices put
   the training cameras' mean at the APR origin, looking along −z on average.
 * Missing ``world_setup.json``: near = 0 (as every original scene); the far bound ``far_m`` (metres)
-  is a high percentile of the 7-Scenes depth maps of a subsample of training frames, or, without
-  depth, a multiple of the spread of the training cameras; then s1 = 1, s2 = 2 / far_m (far = 2 NeRF
+  is a high percentile of the 7-Scenes depth maps of a subsample of training frames; without depth
+  maps, twice a high percentile of the depths of SIFT keypoints triangulated between neighbouring
+  training views at their known poses (:mod:`core.triangulation`); without enough keypoints, a
+  multiple of the spread of the training cameras (docs/convergence.md, thirteenth pass); then s1 = 1, s2 = 2 / far_m (far = 2 NeRF
   units) and v moves the midpoint of the mean viewing frustum, ``c̄ + d̄·far_m/2``, to the origin.
 * Both automatic files are written to ``datadir`` (a warning if it is not writable; the values are
   used in memory), or to ``meta_dir`` when one is given (``--meta_dir``: keep a read-only or shared
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import frames
+from core import frames, triangulation
 from dataset_loaders import DatasetError, RawSplit, poses
 from dataset_loaders.images import read_depth_mm
 from utils.atomic import atomic_write_text
@@ -46,7 +48,11 @@ IDENTITY_34 = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)
 DEPTH_PERCENTILE = 99.0      # of the valid depth values of the sampled frames
 DEPTH_MARGIN = 1.2           # far_m = margin × percentile
 DEPTH_MAX_FRAMES = 40        # evenly spaced training frames
-CAMERA_SPREAD_FACTOR = 3.0   # no depth: far_m = factor × camera spread (2 × 90th pct distance to the mean)
+KEYPOINT_PERCENTILE = 99.0   # no depth maps: of the triangulated keypoints' depths
+KEYPOINT_MARGIN = 2.0        # far_m = margin × percentile (the keypoints miss what lies too far for parallax)
+KEYPOINT_MAX_VIEWS = 120     # evenly spaced training views (about 15 s for 854x480 images on two cores)
+KEYPOINT_MIN_POINTS = 200    # fewer: fall back to the camera spread
+CAMERA_SPREAD_FACTOR = 3.0   # no depth, no keypoints: far_m = factor × camera spread (2 × 90th pct distance to the mean)
 NERF_FAR = 2.0               # target far bound in NeRF units
 
 
@@ -157,6 +163,37 @@ def far_from_depth(depth_paths: list[Path] | None) -> tuple[float, str] | None:
                    f"from {len(pick)} training depth maps")
 
 
+def far_from_keypoints(image_paths: list[Path] | None, c2w_apr: np.ndarray,
+                       camera: tuple[int, int, float] | None) -> tuple[float, str] | None:
+    """Far bound in metres from SIFT keypoints triangulated at the training poses, or None.
+
+    Args:
+        image_paths: the training images, in the order of ``c2w_apr`` (N, 3, 4; APR frame, metres).
+        camera: ``(h, w, focal)`` of the images as stored (pixels).
+    Uses up to ``KEYPOINT_MAX_VIEWS`` evenly spaced views; None with fewer than ``KEYPOINT_MIN_POINTS``
+    keypoints (or without OpenCV's SIFT). Without depth maps the camera spread is a poor cue for how
+    deep a scene is: on the synthetic street50 it gives 99 m where the keypoints lie at 6-16 m, and a far
+    bound 4x too large spends most samples, and the hash grid most cells, on empty space
+    (docs/convergence.md, twelfth and thirteenth passes).
+    """
+    if not image_paths or camera is None or len(image_paths) != len(c2w_apr) or len(image_paths) < 2:
+        return None
+    pick = np.unique(np.linspace(0, len(image_paths) - 1, min(KEYPOINT_MAX_VIEWS, len(image_paths))).round().astype(int))
+    h, w, focal = camera
+    try:
+        sd = triangulation.triangulate([image_paths[i] for i in pick], c2w_apr[pick], h, w, focal)
+    except (ImportError, AttributeError) as e:      # an OpenCV build without SIFT
+        _logger.warning("no keypoints for the far bound (%s)", e)
+        return None
+    if len(sd) < KEYPOINT_MIN_POINTS:
+        _logger.warning("only %d keypoints triangulated in %d training views: the far bound falls back to the "
+                        "camera spread", len(sd), len(pick))
+        return None
+    p = float(np.percentile(sd.depth, KEYPOINT_PERCENTILE))
+    return KEYPOINT_MARGIN * p, (f"{KEYPOINT_MARGIN:g} × {KEYPOINT_PERCENTILE:g}th percentile ({p:.3f} m) of the "
+                                 f"depths of {len(sd)} SIFT keypoints triangulated in {len(pick)} training views")
+
+
 def far_from_cameras(c2w_apr: np.ndarray) -> tuple[float, str]:
     """Far bound in metres without depth: ``CAMERA_SPREAD_FACTOR`` × camera spread.
 
@@ -172,16 +209,22 @@ def far_from_cameras(c2w_apr: np.ndarray) -> tuple[float, str]:
     return CAMERA_SPREAD_FACTOR * spread, f"{CAMERA_SPREAD_FACTOR} × camera spread ({spread:.3f} m; no depth maps)"
 
 
-def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None) -> tuple[frames.WorldSetup, str]:
+def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None,
+                     image_paths: list[Path] | None = None,
+                     camera: tuple[int, int, float] | None = None) -> tuple[frames.WorldSetup, str]:
     """Near/far and the APR -> NeRF map for a scene without ``world_setup.json``.
 
     Args:
         c2w_apr_train: (N, 3, 4) training poses in the APR frame (metres, OpenGL camera axes).
         depth_paths: optional 7-Scenes depth PNGs of those frames.
+        image_paths, camera: optional training images of those frames and their ``(h, w, focal)``
+            (for the keypoint far bound when there are no depth maps).
     Returns:
         (WorldSetup with near 0, far 2, s1 1, s2 = 2/far_m, v), a human-readable description.
     """
     found = far_from_depth(depth_paths)
+    if found is None:
+        found = far_from_keypoints(image_paths, c2w_apr_train, camera)
     far_m, why = found if found is not None else far_from_cameras(c2w_apr_train)
     centre = c2w_apr_train[:, :, 3].mean(0)
     view = -c2w_apr_train[:, :, 2].mean(0)          # OpenGL cameras look along their −z
@@ -201,7 +244,8 @@ def auto_world_setup(c2w_apr_train: np.ndarray, depth_paths: list[Path] | None =
 
 
 def resolve_world_setup(datadir: Path, c2w_apr_train: np.ndarray, depth_paths: list[Path] | None = None,
-                        write: bool = True, meta_dir: Path | None = None) -> tuple[frames.WorldSetup, str]:
+                        write: bool = True, meta_dir: Path | None = None, image_paths: list[Path] | None = None,
+                        camera: tuple[int, int, float] | None = None) -> tuple[frames.WorldSetup, str]:
     """-> (WorldSetup, provenance). Reads ``world_setup.json`` (datadir, then meta_dir) if present, else
     computes and writes it."""
     path = _meta_path(datadir, meta_dir, WORLD_SETUP_FILE)
@@ -210,7 +254,7 @@ def resolve_world_setup(datadir: Path, c2w_apr_train: np.ndarray, depth_paths: l
             return frames.WorldSetup.from_json(path), f"read from {path}"
         except poses.PoseFileError as e:
             raise DatasetError(str(e)) from None
-    ws, desc = auto_world_setup(c2w_apr_train, depth_paths)
+    ws, desc = auto_world_setup(c2w_apr_train, depth_paths, image_paths, camera)
     payload = {"near": ws.near, "far": ws.far, "pose_scale": ws.pose_scale, "pose_scale2": ws.pose_scale2,
                "move_all_cam_vec": ws.move_all_cam_vec, "_nefes_auto": desc}
     desc += "; " + (_try_write(path, json.dumps(payload, indent=4) + "\n") if write else "not written")

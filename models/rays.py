@@ -19,38 +19,14 @@ from __future__ import annotations
 
 import torch
 
+from core.camera import camera_dirs, project, project_jacobian  # noqa: F401  (the camera model; re-exported)
+
 
 def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """``(h*w, 2)`` integer pixel coordinates ``(u, v)`` in row-major order (row v, then column u)."""
     v, u = torch.meshgrid(torch.arange(h, device=device, dtype=dtype),
                           torch.arange(w, device=device, dtype=dtype), indexing="ij")
     return torch.stack([u.reshape(-1), v.reshape(-1)], dim=-1)
-
-
-def camera_dirs(uv: torch.Tensor, h: int, w: int, focal: float, center: float = 0.0) -> torch.Tensor:
-    """``(..., 2)`` pixel coordinates -> ``(..., 3)`` camera-frame directions (z = -1), through
-    ``uv + center`` (the field's ``pixel_center``)."""
-    x = (uv[..., 0] + (center - w / 2.0)) / focal
-    y = -(uv[..., 1] + (center - h / 2.0)) / focal
-    return torch.stack([x, y, -torch.ones_like(x)], dim=-1)
-
-
-def project(x_cam: torch.Tensor, h: int, w: int, focal: float, center: float = 0.0) -> torch.Tensor:
-    """``(..., 3)`` camera-frame points (OpenGL axes, in front of the camera: z < 0) -> ``(..., 2)`` pixel
-    coordinates ``(u, v)``; the inverse of :func:`camera_dirs`
-    (``project(z * camera_dirs(uv, center=c), center=c) == uv``)."""
-    depth = -x_cam[..., 2]
-    return torch.stack([(w / 2.0 - center) + focal * x_cam[..., 0] / depth,
-                        (h / 2.0 - center) - focal * x_cam[..., 1] / depth], dim=-1)
-
-
-def project_jacobian(x_cam: torch.Tensor, focal: float) -> torch.Tensor:
-    """``(..., 3)`` camera-frame points -> ``(..., 2, 3)`` derivative of :func:`project` w.r.t. the point."""
-    x, y, depth = x_cam[..., 0], x_cam[..., 1], -x_cam[..., 2]
-    o = torch.zeros_like(depth)
-    du = torch.stack([focal / depth, o, focal * x / depth ** 2], -1)
-    dv = torch.stack([o, -focal / depth, -focal * y / depth ** 2], -1)
-    return torch.stack([du, dv], -2)
 
 
 def get_rays(c2w: torch.Tensor, h: int, w: int, focal: float, uv: torch.Tensor | None = None,

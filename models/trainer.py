@@ -12,7 +12,7 @@ in docs/differences.md; ``--stage1_color_only`` and ``--per_image_patches`` swit
 
 Added (off by default, as the original): ``sparse_depth_w`` pulls the rendered depth of
 ``sparse_depth_rays`` rays per image towards SIFT keypoints of the training views triangulated at
-their known poses (:mod:`models.sparse_depth`; triangulated once per experiment folder and cached in
+their known poses (:mod:`core.triangulation`; triangulated once per experiment folder and cached in
 ``sparse_depth.npz``), a relative L1 loss on the fine field's depth.
 
 Fixed on purpose: an interrupted run resumes from its *own* last checkpoint (weights, Adam state,
@@ -112,7 +112,7 @@ class Targets:
 
 @dataclass
 class SparseRays:
-    """Triangulated keypoints of the training views (:mod:`models.sparse_depth`), grouped by view."""
+    """Triangulated keypoints of the training views (:mod:`core.triangulation`), grouped by view."""
     xy: list[torch.Tensor]        # per view (K_i, 2) render-size image coordinates (0 = the image's edge)
     depth: list[torch.Tensor]     # per view (K_i,) camera z-depth, NeRF units
 
@@ -142,7 +142,7 @@ class SparseRays:
 def sparse_depth_targets(split, t: Targets, expdir: Path, device) -> SparseRays:
     """Triangulate the training views' keypoints once per experiment folder (cached as ``sparse_depth.npz``:
     about half a minute for 240 images of 854x480 on two cores)."""
-    from models.sparse_depth import SparseDepth, triangulate
+    from core.triangulation import SparseDepth, triangulate
     cache = expdir / "sparse_depth.npz"
     poses = np.asarray(t.c2w_nerf.cpu(), dtype=np.float64)
     sd = SparseDepth.load(cache, poses)            # None: absent, or triangulated at other poses

@@ -81,7 +81,7 @@ def test_auto_world_setup_without_depth_uses_camera_spread(tmp_path):
     spread = 2 * np.percentile(np.linalg.norm(c - c.mean(0), axis=1), 90)  # rigid-invariant
     far_m = world_setup.CAMERA_SPREAD_FACTOR * spread
     assert s.world_setup.pose_scale2 == pytest.approx(2.0 / far_m)
-    assert "camera spread" in s.provenance["world_setup"] and s.far == 2.0
+    assert "camera spread" in s.provenance["world_setup"] and s.far == 2.0   # noise images: no keypoints
 
 
 def test_far_bound_for_static_cameras_falls_back_to_one_metre(caplog):

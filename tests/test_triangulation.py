@@ -1,5 +1,6 @@
-"""Sparse depth of the training views (models/sparse_depth.py): SIFT matches triangulated at the known
-poses agree with the generator's true depth; the trainer's ``sparse_depth_w`` uses them."""
+"""Sparse depth of the training views (core/triangulation.py): SIFT matches triangulated at the known
+poses agree with the generator's true depth; the automatic world setup takes its far bound from them,
+and the trainer's ``sparse_depth_w`` uses them."""
 import json
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from data import synthetic as S
-from models.sparse_depth import SparseDepth, TriangulationSettings, triangulate
+from core.triangulation import SparseDepth, TriangulationSettings, triangulate
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0])
 
@@ -72,6 +73,36 @@ def test_settings_trade_points_for_agreement(small_street):
     strict = triangulate(paths, c2w, H, W, focal, TriangulationSettings(min_views=3), progress=False)
     default = triangulate(paths, c2w, H, W, focal, progress=False)
     assert len(loose) > len(default) > len(strict)
+
+
+def _true_depths(street: Path) -> np.ndarray:
+    """Every finite true depth (metres) of the training views, from the generator."""
+    from data.synthetic.raycast import Intrinsics
+    paths, c2w, focal, (H, W), scene = _world_views(street)
+    out = []
+    for m in c2w:
+        opencv = np.concatenate([np.concatenate([m[:3, :3] @ OPENCV_TO_OPENGL, m[:3, 3:]], 1), [[0, 0, 0, 1]]])
+        d = scene.render(opencv, Intrinsics(W, H, focal), supersample=False).depth.ravel()
+        out.append(d[np.isfinite(d)])
+    return np.concatenate(out)
+
+
+def test_auto_far_bound_without_depth_maps_comes_from_the_keypoints(small_street, tmp_path):
+    """A Cambridge-layout scene has no depth maps: the automatic far bound is twice the 99th percentile
+    of the triangulated keypoints' depths. On this short walk it covers the façades the views see (the
+    camera spread's bound, 3x a 2 m walk, would cut them off) without reaching far beyond them."""
+    from argparse import Namespace
+    from dataset_loaders import load_scene, world_setup
+    scene = load_scene(Namespace(datadir=str(small_street), dataset_type="Cambridge", meta_dir=str(tmp_path),
+                                 df=2, trainskip=1, testskip=1), preload=False)
+    assert "SIFT keypoints" in scene.provenance["world_setup"]
+    far_m = scene.world_setup.far / (scene.world_setup.pose_scale * scene.world_setup.pose_scale2)
+    true = _true_depths(small_street)
+    assert (true < far_m).mean() > 0.99
+    assert far_m < 3 * np.percentile(true, 99)
+    by_cameras, _ = world_setup.far_from_cameras(scene.train.poses)
+    assert (true < by_cameras).mean() < 0.5
+    assert json.loads((tmp_path / "world_setup.json").read_text())["pose_scale2"] == pytest.approx(2.0 / far_m)
 
 
 def test_cache_roundtrip_is_keyed_by_the_poses(tmp_path):

@@ -1,18 +1,23 @@
-"""Sparse depth of the training views: SIFT matches between neighbouring views, triangulated at the
+"""Sparse depth of training views: SIFT matches between neighbouring views, triangulated at the
 known poses (this project; the original trains NeFeS from colour alone).
 
-A field trained on a few hundred small images of a street can fit every training view with the wrong
-geometry (docs/convergence.md, eleventh and twelfth passes: façades speckled with near and far blobs).
-The training images carry the geometry at their full resolution: a SIFT keypoint matched in two
-nearby views and triangulated with the two known poses gives its depth to a fraction of a pixel's
-parallax. :func:`triangulate` returns those depths per training view; the trainer's
-``sparse_depth_w`` pulls the rendered depth of their rays towards them.
+Two users:
 
-Conventions: the poses are NeRF-frame camera-to-world (OpenGL axes), the camera is the render
-camera of the training targets (``h x w``, ``focal``, principal point at the centre), and a full-size
-pixel index ``x`` lies at the render-size coordinate ``(x + 0.5) * w / W`` (the training targets are
-the full image resized, so the stretch of a non-integer resize is the same). Depths are the camera's
-z-depth in NeRF units, which is what the renderer's ``depth`` is (rays have camera-frame z = -1).
+* the automatic world setup of a scene without depth maps (:mod:`dataset_loaders.world_setup`) takes its
+  far bound from the keypoints' depths, in metres, at the APR-frame poses;
+* the trainer's ``sparse_depth_w`` pulls the rendered depth of keypoint rays towards them, in NeRF
+  units at the NeRF-frame poses (docs/convergence.md, twelfth pass: a field trained on a few hundred
+  small images of a street can fit every view with the wrong geometry).
+
+A SIFT keypoint matched in two nearby views and triangulated with the two known poses gives its depth
+to a fraction of a pixel's parallax, from the images at their full resolution.
+
+Conventions: the poses are camera-to-world with OpenGL axes in any frame that is rigid up to one
+scale (APR or NeRF), and depths come out in that frame's units as the camera's z-depth, which is
+what the renderer's ``depth`` is (rays have camera-frame z = -1). The camera is :mod:`core.camera`'s
+pinhole ``h x w`` with ``focal``; a full-size pixel index ``x`` lies at the coordinate
+``(x + 0.5) * w / W`` (the training targets are the full image resized, so the stretch of a
+non-integer resize is the same).
 
 Outliers: a match is kept only if its triangulated point reprojects within ``max_reproj_px``
 full-size pixels in both views, lies in front of both cameras, and is seen under at least
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import rays
+from core import camera
 
 _logger = logging.getLogger(__name__)
 
@@ -76,15 +81,15 @@ class TriangulationSettings:
 
 def _camera_dirs(xy: np.ndarray, h: int, w: int, focal: float) -> np.ndarray:
     """(K, 2) render-size coordinates -> (K, 3) camera-frame ray directions (the camera model of
-    :mod:`models.rays`: OpenGL axes, z = -1; ``center=0`` because ``xy`` already counts from the edge)."""
-    return rays.camera_dirs(torch.from_numpy(xy), h, w, focal, center=0.0).numpy()
+    :mod:`core.camera`: OpenGL axes, z = -1; ``center=0`` because ``xy`` already counts from the edge)."""
+    return camera.camera_dirs(torch.from_numpy(xy), h, w, focal, center=0.0).numpy()
 
 
 def _project(p_world: np.ndarray, c2w: np.ndarray, h: int, w: int, focal: float) -> np.ndarray:
-    """(K, 3) NeRF-frame points -> (K, 2) render-size coordinates (:func:`models.rays.project`)."""
+    """(K, 3) NeRF-frame points -> (K, 2) render-size coordinates (:func:`models.camera.project`)."""
     x_cam = (p_world - c2w[:3, 3]) @ c2w[:3, :3]          # world -> camera: R^T (p - t)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return rays.project(torch.from_numpy(x_cam), h, w, focal, center=0.0).numpy()
+        return camera.project(torch.from_numpy(x_cam), h, w, focal, center=0.0).numpy()
 
 
 def _neighbours(c2w: np.ndarray, k: int, max_axis_deg: float) -> list[list[int]]:

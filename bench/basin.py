@@ -12,6 +12,10 @@ and cached), every test query is refined from
 
 with each refinement mode (``--methods``; each is the scene's demo refinement command plus
 overrides). Per start it prints the success rate, median initial and final errors and time per query.
+``--set NAME=OVERRIDES`` adds a method; its ``ft_path`` must be a field trained with the scene's DFNet
+(a pipeline's stage-2 field learns its own DFNet's features). To compare whole pipelines (another
+world setup, another DFNet), point ``--root`` at a folder of ``<scene>/{data,demo}`` trained by
+``demo.run_demo`` (links will do; docs/convergence.md, thirteenth pass).
 
 **Success** (stated once, used everywhere): with the error size ``e = max(r / 1 deg, t / (1 % spread))``,
 a refinement succeeds when it halves the size and ends below 1 (``e_final <= e_start / 2`` and
@@ -150,12 +154,12 @@ def objective_psnr(nefes, cam, images: torch.Tensor, hists: torch.Tensor, poses:
 class SceneContext:
     """A trained benchmark scene: its refinement arguments, data, APR and feature extractor."""
 
-    def __init__(self, spec, device: str, queries: int | None):
+    def __init__(self, spec, device: str, queries: int | None, root: Path = bench_scenes.ROOT):
         from config.options import get_device, parse_args
         from dataset_loaders import load_scene
         from dm.direct_pose_model import load_APR_and_FeatureNet
         from test_refinement import predict_all
-        summary = bench_scenes.ensure_trained(spec, device=device)
+        summary = bench_scenes.ensure_trained(spec, root, device=device)
         self.spec, self.command = spec, [c for c in summary["refine_command"] if c != "test_refinement.py"]
         self.args = parse_args(self.command)
         self.device = get_device(device)
@@ -334,6 +338,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     p.add_argument("--tag", default="basin", help="output file names: <tag>.txt/.json/.png")
+    p.add_argument("--root", type=Path, default=bench_scenes.ROOT,
+                   help="where the trained scenes live (<root>/<scene>/{data,demo}; default: the bench cache); "
+                        "another root compares whole pipelines, each with its own field and DFNet")
     a = p.parse_args(argv)
     if a.quick:
         a.scenes, a.queries, a.starts = QUICK["scenes"], a.queries or QUICK["queries"], QUICK["starts"]
@@ -348,8 +355,12 @@ def main(argv=None) -> int:
         if m not in methods:
             p.error(f"unknown method {m}; known: {', '.join(methods)}")
     starts = [s for s in a.starts.split(",") if s]
+    if a.root.resolve() != bench_scenes.ROOT.resolve():      # another root holds finished pipelines only: never train there
+        missing = [s for s in a.scenes.split(",") if not (a.root / s / "demo" / "demo_summary.json").is_file()]
+        if missing:
+            p.error(f"--root {a.root}: no trained scene {', '.join(missing)} (expected <root>/<scene>/demo/demo_summary.json)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    contexts = [SceneContext(bench_scenes.ALL[s], a.device, a.queries) for s in a.scenes.split(",")]
+    contexts = [SceneContext(bench_scenes.ALL[s], a.device, a.queries, a.root) for s in a.scenes.split(",")]
     rows = []
     for method in names:
         for start in starts:

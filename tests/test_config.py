@@ -328,3 +328,14 @@ def test_basin_coverage_reads_a_refinement_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         basin_coverage.main([str(tmp_path)])
     assert "no per-query coverage" in capsys.readouterr().err
+
+
+def test_basin_root_must_hold_trained_scenes(tmp_path, capsys):
+    """bench.basin --root: another folder of finished pipelines; a scene missing there is an error (the
+    default cache would train it instead, which a typo in --root must not start)."""
+    from bench.basin import main
+    (tmp_path / "street50" / "demo").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path), "--scenes", "street50,room51", "--methods", "polish", "--starts", "rot5"])
+    err = capsys.readouterr().err
+    assert "no trained scene street50, room51" in err and "demo_summary.json" in err

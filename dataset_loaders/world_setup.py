@@ -185,6 +185,8 @@ def far_from_keypoints(image_paths: list[Path] | None, c2w_apr: np.ndarray,
     except (ImportError, AttributeError) as e:      # an OpenCV build without SIFT
         _logger.warning("no keypoints for the far bound (%s)", e)
         return None
+    except FileNotFoundError as e:                  # an image OpenCV cannot decode
+        raise DatasetError(f"automatic far bound: {e}") from None
     if len(sd) < KEYPOINT_MIN_POINTS:
         _logger.warning("only %d keypoints triangulated in %d training views: the far bound falls back to the "
                         "camera spread", len(sd), len(pick))

@@ -142,3 +142,12 @@ def test_training_with_sparse_depth_logs_the_term_and_caches_the_points(tmp_path
     stamp = cache.stat().st_mtime_ns
     assert run_nefes.main(args + ["--epochs", "7"]) == 0               # resumes: the cache is reused
     assert cache.stat().st_mtime_ns == stamp
+
+
+def test_an_undecodable_training_image_is_a_dataset_error(small_street, tmp_path):
+    from dataset_loaders import DatasetError, world_setup
+    paths, c2w, focal, (H, W), _ = _world_views(small_street)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="broken.png"):
+        world_setup.far_from_keypoints([bad, *paths[1:]], c2w, (H, W, focal))

@@ -74,7 +74,13 @@ FRESH4 = {s.name: s for s in (
     BenchScene("street", 50, "original", "Cambridge", 854),
     BenchScene("room", 51, "original", "7Scenes_colmap", 640),
 )}
-ALL = {**TUNE, **HOLDOUT, **FRESH, **FRESH2, **FRESH3, **FRESH4}
+#: fresh for the fourteenth pass (2026-12-07): held out from the keypoint far bound adopted in the thirteenth
+#: (generator 1.2), untouched by any setting
+FRESH5 = {s.name: s for s in (
+    BenchScene("street", 52, "single", "Cambridge", 854),
+    BenchScene("street", 53, "original", "Cambridge", 854),
+)}
+ALL = {**TUNE, **HOLDOUT, **FRESH, **FRESH2, **FRESH3, **FRESH4, **FRESH5}
 
 
 def data_dir(spec: BenchScene, root: Path = ROOT) -> Path:

@@ -183,7 +183,7 @@ def test_benchmark_scene_groups_never_share_a_seed():
     """Each benchmark scene has a seed of its own (a name clash would silently drop a scene from ``ALL``),
     and none is the demo's or the tests' scene seed."""
     from bench import scenes
-    groups = [scenes.TUNE, scenes.HOLDOUT, scenes.FRESH, scenes.FRESH2, scenes.FRESH3, scenes.FRESH4]
+    groups = [scenes.TUNE, scenes.HOLDOUT, scenes.FRESH, scenes.FRESH2, scenes.FRESH3, scenes.FRESH4, scenes.FRESH5]
     seeds = [s.seed for g in groups for s in g.values()]
     assert len(seeds) == len(set(seeds)) == len(scenes.ALL)
     assert not set(seeds) & {0, 3, 4, 5}

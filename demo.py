@@ -154,6 +154,18 @@ def _coverage_line(c: dict | None) -> list[str]:
             + (f"; {none} with none" if none else "")]
 
 
+def _trusted_line(t: dict | None, n: int) -> list[str]:
+    """The same medians over the queries the refinement did not flag (render PSNR at the refined pose)."""
+    if not t:
+        return []
+    if not t["n"]:
+        return [f"trusted queries (render PSNR >= {t['threshold']:g} dB at the refined pose): none of {n}"]
+    a, r = t["apr"], t["refined"]
+    return [f"trusted queries (render PSNR >= {t['threshold']:g} dB at the refined pose): {t['n']} of {n}, "
+            f"APR {a['median_t']:.3f} m / {a['median_r']:.2f} deg -> {r['median_t']:.3f} m / {r['median_r']:.2f} deg, "
+            f"{100 * t['improved_both']:.0f} % improved in both"]
+
+
 def format_summary(s: dict) -> str:
     a, r = s["apr"], s["refined"]
     lines = [f"\n=== demo finished in {s['total_seconds'] / 60:.1f} min "
@@ -165,6 +177,7 @@ def format_summary(s: dict) -> str:
              f"{'ratio refined / APR':22s}{r['median_t'] / a['median_t']:14.2f}{r['median_r'] / a['median_r']:16.2f}",
              *([f"queries improved: {100 * s['improved']['both']:.0f} % in both t and r "
                 f"({100 * s['improved']['t']:.0f} % in t, {100 * s['improved']['r']:.0f} % in r)"] if "improved" in s else []),
+             *_trusted_line(s.get("trusted"), s["n"]),
              f"refinement: {s['seconds_per_query']:.2f} s per query",
              *_coverage_line(s.get("coverage")),
              f"results and plots: {s['results_dir']} (trajectories.png, error_cdf.png, summary.json)"]

@@ -57,6 +57,9 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     cov = summary["coverage"]
     assert len(cov["per_query_m"]) == summary["n"]
     assert ("coverage: refined poses a median" in text) == (cov["median_m"] is not None)
+    # the demo's polish flags queries; the summary reports the medians over those it did not flag
+    assert summary["trusted"]["n"] == sum(v >= 22 for v in summary["render_psnr"]["per_query"])
+    assert "trusted queries (render PSNR >= 22 dB at the refined pose): " in text
 
     # the refinement command stored in the summary reruns with overrides (bench.refine_ablation)
     from bench import refine_ablation

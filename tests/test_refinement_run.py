@@ -378,6 +378,22 @@ def test_photometric_polish_runs_after_the_refinement_and_never_raises_its_loss(
     values = [e["info"]["render_psnr"] for e in entries]
     assert rp["per_query"] == [round(v, 2) for v in values] and rp["median"] == pytest.approx(float(np.median(values)))
     assert rp["below"] == sum(v < rp["threshold"] for v in values) == len(rp["queries_below"])
+    trusted = json.loads((tmp_path / "exp" / "summary.json").read_text())["trusted"]
+    assert trusted["n"] == sum(v >= rp["threshold"] for v in values)
+
+
+def test_trusted_summary_reports_only_the_queries_the_run_did_not_flag():
+    """The errors over the queries whose render PSNR at the refined pose reaches the line (no ground truth
+    in the split); a run that flags every query says so (n = 0)."""
+    from dm.refine_run import LOW_RENDER_PSNR, trusted_summary
+    apr = (np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 40.0]))
+    refined = (np.array([0.1, 2.5, 0.3, 9.0]), np.array([1.0, 25.0, 3.0, 1.0]))
+    psnr = [LOW_RENDER_PSNR + 5, LOW_RENDER_PSNR - 5, LOW_RENDER_PSNR, LOW_RENDER_PSNR - 0.01]
+    t = trusted_summary(apr, refined, psnr)["trusted"]
+    assert t["n"] == 2 and t["improved_both"] == 1.0                   # queries 0 and 2; 1 and 3 are flagged
+    assert t["apr"]["median_t"] == pytest.approx(2.0) and t["refined"]["median_t"] == pytest.approx(0.2)
+    assert t["refined"]["median_r"] == pytest.approx(2.0)
+    assert trusted_summary(apr, refined, [LOW_RENDER_PSNR - 1] * 4) == {"trusted": {"n": 0, "threshold": LOW_RENDER_PSNR}}
 
 
 def test_polish_from_the_start_keeps_the_lower_photometric_loss(tiny_room, tiny_models, tmp_path, one_thread):

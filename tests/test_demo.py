@@ -61,6 +61,16 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     assert summary["trusted"]["n"] == sum(v >= 22 for v in summary["render_psnr"]["per_query"])
     assert "trusted queries (render PSNR >= 22 dB at the refined pose): " in text
 
+    # bench.flag_split pools finished runs and splits them by that flag
+    from bench import flag_split
+    run = flag_split.load_run(out)
+    assert run["scene"] == "out" and len(run["psnr"]) == summary["n"]
+    lines = flag_split.report([run], {}, 25.0).splitlines()
+    n_trusted = int(lines[2].split("n=")[1].split()[0])
+    assert lines[0].startswith(f"{summary['n']} queries from out") and n_trusted == summary["trusted"]["n"]
+    with pytest.raises(SystemExit, match="demo_summary.json not found"):
+        flag_split.load_run(tmp_path)
+
     # the refinement command stored in the summary reruns with overrides (bench.refine_ablation)
     from bench import refine_ablation
     assert refine_ablation.main(["--demo_dir", str(out), "--variants", "paper_crop_lr,demo", "--out", str(tmp_path)]) == 0

@@ -107,8 +107,12 @@ def ensure_scene(spec: BenchScene, root: Path = ROOT) -> Path:
     return d
 
 
-def ensure_trained(spec: BenchScene, root: Path = ROOT, device: str = "auto") -> dict:
-    """Train the demo pipeline on the scene once (resuming an interrupted run); -> its demo summary."""
+def ensure_trained(spec: BenchScene, root: Path = ROOT, device: str = "auto", train_seed: int = 0) -> dict:
+    """Train the demo pipeline on the scene once (resuming an interrupted run); -> its demo summary.
+
+    ``root`` other than the cache: the pipeline goes to ``root/<name>/demo`` on the cache's rendered data
+    (rendered there first if missing). ``train_seed``: the base seed of NeFeS and DFNet training (``--seed``;
+    0 as the demo), to measure how far one end-to-end run moves with the seeds alone."""
     out = root / spec.name / "demo"
     summary = out / "demo_summary.json"
     if summary.is_file():
@@ -120,7 +124,9 @@ def ensure_trained(spec: BenchScene, root: Path = ROOT, device: str = "auto") ->
                   f"(its results show the old settings); delete that folder to retrain", flush=True)
         return done
     from demo import run_demo
-    return run_demo(out, ensure_scene(spec, root), spec.dataset_type, device)
+    seed = ["--seed", str(train_seed)] if train_seed else []
+    return run_demo(out, ensure_scene(spec), spec.dataset_type, device,
+                    extra={"stage1": seed, "dfnet": seed, "stage2": seed} if seed else None)
 
 
 def main(argv=None) -> int:
@@ -128,9 +134,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="render and train the benchmark scenes (cached)")
     p.add_argument("--scenes", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
     p.add_argument("--device", default="auto")
+    p.add_argument("--root", type=Path, default=ROOT, help="train into ROOT/<scene>/demo (default: the cache); "
+                   "the rendered data stay in the cache. bench.basin --root benchmarks such a folder")
+    p.add_argument("--train_seed", type=int, default=0, help="base seed of NeFeS and DFNet training (0: the demo's); "
+                   "use with --root, so that the cache keeps the seed-0 runs")
     a = p.parse_args(argv)
+    unknown = [n for n in a.scenes.split(",") if n not in ALL]
+    if unknown:
+        p.error(f"unknown scene {', '.join(unknown)} (known: {', '.join(ALL)})")
+    if a.train_seed and a.root.resolve() == ROOT.resolve():
+        p.error("--train_seed needs --root: the cache under logs/bench/scenes holds the seed-0 runs")
     for name in a.scenes.split(","):
-        s = ensure_trained(ALL[name], device=a.device)
+        s = ensure_trained(ALL[name], root=a.root, device=a.device, train_seed=a.train_seed)
         print(f"{name}: APR {s['apr']['median_t']:.3f} m / {s['apr']['median_r']:.2f} deg -> "
               f"{s['refined']['median_t']:.3f} m / {s['refined']['median_r']:.2f} deg", flush=True)
     return 0

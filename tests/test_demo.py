@@ -192,6 +192,23 @@ def test_cached_benchmark_scene_trained_under_other_configs_is_flagged(tmp_path,
     assert f"warning: {out} was trained under other synthetic configs" in capsys.readouterr().out   # ... but flagged
 
 
+def test_benchmark_scene_trained_with_another_seed_goes_to_its_own_root(tmp_path, monkeypatch):
+    """bench.scenes --root R --train_seed N: the pipeline goes to R/<scene>/demo with --seed N for every
+    training step, on the cache's data; a training seed without a root (the cache) is refused."""
+    from bench import scenes
+    calls = []
+    monkeypatch.setattr(scenes, "ensure_scene", lambda spec, root=scenes.ROOT: calls.append(("data", root)) or tmp_path / "data")
+    monkeypatch.setattr(demo, "run_demo", lambda out, *a, extra=None, **k: calls.append(("run", out, extra)) or {
+        "apr": {"median_t": 1.0, "median_r": 2.0}, "refined": {"median_t": 0.5, "median_r": 1.0}})
+    assert scenes.main(["--scenes", "street49", "--root", str(tmp_path / "seed1"), "--train_seed", "1"]) == 0
+    assert calls[0] == ("data", scenes.ROOT)
+    assert calls[1][1] == tmp_path / "seed1" / "street49" / "demo"
+    assert calls[1][2] == {k: ["--seed", "1"] for k in ("stage1", "dfnet", "stage2")}
+    for argv in (["--scenes", "street49", "--train_seed", "1"], ["--scenes", "street99"]):
+        with pytest.raises(SystemExit):
+            scenes.main(argv)
+
+
 def test_benchmark_scene_groups_never_share_a_seed():
     """Each benchmark scene has a seed of its own (a name clash would silently drop a scene from ``ALL``),
     and none is the demo's or the tests' scene seed."""

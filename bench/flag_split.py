@@ -39,16 +39,17 @@ def load_run(out: Path) -> dict:
     res = Path(summary["results_dir"])
     if not res.is_dir():      # a run moved or linked elsewhere: its results folder under out/logs
         res = Path(out) / "logs" / Path(summary["results_dir"]).name
-    refined_file = Path(summary["refined_file"])
-    refined_file = refined_file if refined_file.is_file() else res / refined_file.name
-    apr_file = [p for p in res.glob("*_results.txt") if p != refined_file and "NeFeS" not in p.name]
-    gt_file = list(res.glob("*_test_gt.txt"))
-    if len(apr_file) != 1 or len(gt_file) != 1 or not refined_file.is_file():
-        raise SystemExit(f"error: {res}: expected one APR results file, one *_test_gt.txt and {refined_file.name}")
-    gt = np.loadtxt(gt_file[0])
-    ta, ra = metrics.pose_errors(np.loadtxt(apr_file[0]), gt)
-    tr, rr = metrics.pose_errors(np.loadtxt(refined_file), gt)
-    psnr = np.asarray(json.loads((res / "summary.json").read_text()).get("render_psnr", {}).get("per_query", []), float)
+    from dm.result_files import RunFiles
+    run = json.loads((res / "summary.json").read_text())
+    refined = res / Path(summary["refined_file"]).name           # <apr>_<scene>_NeFeS<iters>_<kind>_results.txt
+    apr_name = refined.name.partition(f"_{run['scene']}_NeFeS")[0]
+    files = RunFiles(res, run["scene"], apr_name, 0, run["pose_only"])   # for the GT and APR files' names
+    if not all(f.is_file() for f in (files.gt, files.apr_results, refined)):
+        raise SystemExit(f"error: {res}: expected {files.gt.name}, {files.apr_results.name} and {refined.name}")
+    gt = np.loadtxt(files.gt)
+    ta, ra = metrics.pose_errors(np.loadtxt(files.apr_results), gt)
+    tr, rr = metrics.pose_errors(np.loadtxt(refined), gt)
+    psnr = np.asarray(run.get("render_psnr", {}).get("per_query", []), float)
     if psnr.size != gt.shape[0]:
         raise SystemExit(f"error: {res}/summary.json has no render PSNR per query (a refinement without lm_polish)")
     out = Path(out).resolve()

@@ -13,6 +13,7 @@ whose errors were both halved, and the median per-query ratio refined / APR (t a
 * **The field at the truth** (with ``--basin``, a ``bench.basin`` JSON per scene, whose ``query_psnr`` is
   the field's PSNR at each query's true pose): whether the field renders the view at all (``--field_ok``
   dB), crossed with the APR's rotation error: is the field or the APR's start the limit?
+* ``--by_walk``: per test walk of each run, the APR's medians, the ratio of medians and the queries improved.
 
 docs/convergence.md, fourteenth pass, has the table for five streets.
 """
@@ -54,15 +55,39 @@ def load_run(out: Path) -> dict:
         raise SystemExit(f"error: {res}/summary.json has no render PSNR per query (a refinement without lm_polish)")
     out = Path(out).resolve()
     name = out.parent.name if out.name == "demo" else out.name      # logs/bench/scenes/<name>/demo, or <name>/
-    return dict(scene=name, ta=ta, ra=ra, tr=tr, rr=rr, psnr=psnr)
+    walks = [walk_of(n) for n in files.frames.read_text().split()] if files.frames.is_file() else ["?"] * len(gt)
+    return dict(scene=name, ta=ta, ra=ra, tr=tr, rr=rr, psnr=psnr, walk=np.array(walks))
+
+
+def walk_of(frame: str) -> str:
+    """The test sequence of a frame name: its ``seq...`` folder (7-Scenes ``seq-03/frame-000000.color.png``,
+    Cambridge ``seq1/frame00001.png``) or the prefix of a flat name (``test/rgb/seq4_frame00001.png``)."""
+    parts = Path(frame).parts
+    return next((p for p in parts[:-1] if p.startswith("seq")), Path(frame).stem.split("_")[0])
+
+
+def walk_lines(run: dict) -> list[str]:
+    """Per test walk of one run: APR medians, the ratio of medians refined / APR, queries improved in both."""
+    from dm.metrics import improved
+    from dm.refine_run import LOW_RENDER_PSNR
+    lines = []
+    for w in dict.fromkeys(run["walk"]):                            # in loader order
+        m = run["walk"] == w
+        ta, ra = np.median(run["ta"][m]), np.median(run["ra"][m])
+        n_better = int(improved((run["ta"][m], run["ra"][m]), (run["tr"][m], run["rr"][m])).sum())
+        lines.append(f"{run['scene']} {w}: APR {ta:.3f} m / {ra:.2f} deg -> ratio {np.median(run['tr'][m]) / ta:.2f} / "
+                     f"{np.median(run['rr'][m]) / ra:.2f}, {n_better} of {m.sum()} improved, "
+                     f"{int((run['psnr'][m] >= LOW_RENDER_PSNR).sum())} trusted")
+    return lines
+
 
 
 def group_line(label: str, m: np.ndarray, q: dict) -> str:
     if not m.any():
         return f"{label:40s} n=  0"
+    from dm.metrics import improved as better
     ta, ra, tr, rr = (q[k][m] for k in ("ta", "ra", "tr", "rr"))
-    improved = ((tr < ta) & (rr < ra)).mean()
-    halved = ((tr <= ta / 2) & (rr <= ra / 2)).mean()
+    improved, halved = better((ta, ra), (tr, rr)).mean(), better((ta, ra), (tr, rr), 0.5).mean()
     return (f"{label:40s} n={m.sum():3d}  improved {100 * improved:4.0f} %  halved {100 * halved:4.0f} %  "
             f"median ratio t / r {np.median(tr / ta):.2f} / {np.median(rr / ra):.2f}")
 
@@ -105,9 +130,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", required=True, help="comma-separated folders of finished demo runs")
     p.add_argument("--basin", nargs="*", type=Path, default=[], help="bench.basin JSON files (all queries) of the same scenes")
     p.add_argument("--field_ok", type=float, default=25.0, help="dB at the truth: the field renders the view")
+    p.add_argument("--by_walk", action="store_true", help="also one line per test walk of each run")
     a = p.parse_args(argv)
     runs = [load_run(Path(d)) for d in a.runs.split(",")]
     print(report(runs, basin_field_psnr(a.basin), a.field_ok))
+    if a.by_walk:
+        print("\n".join(line for r in runs for line in walk_lines(r)))
     return 0
 
 

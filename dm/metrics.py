@@ -157,6 +157,15 @@ def summarize(t_err, r_err) -> dict:
     }
 
 
+def improved(before: tuple, after: tuple, factor: float = 1.0) -> np.ndarray:
+    """Per query, whether both errors went down: ``after < before`` in translation **and** rotation
+    (``factor`` 0.5: both at most halved). ``before``, ``after``: (t_err, r_err) as from :func:`pose_errors`."""
+    (t0, r0), (t1, r1) = ([np.asarray(e, dtype=np.float64) for e in errs] for errs in (before, after))
+    if factor == 1.0:
+        return (t1 < t0) & (r1 < r0)
+    return (t1 <= factor * t0) & (r1 <= factor * r0)
+
+
 def format_summary(summary: dict, name: str | None = None) -> str:
     """A few readable lines: n, median and mean errors, recalls in percent."""
     head = f"{name}: " if name else ""

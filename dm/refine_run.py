@@ -230,7 +230,7 @@ def trusted_summary(apr_errs, refined_errs, per_query_psnr) -> dict:
         return {"trusted": {"n": 0, "threshold": LOW_RENDER_PSNR}}
     (ta, ra), (tr, rr) = ([np.asarray(e)[ok] for e in errs] for errs in (apr_errs, refined_errs))
     return {"trusted": {"n": int(ok.sum()), "threshold": LOW_RENDER_PSNR, "apr": metrics.summarize(ta, ra),
-                        "refined": metrics.summarize(tr, rr), "improved_both": float(((tr < ta) & (rr < ra)).mean())}}
+                        "refined": metrics.summarize(tr, rr), "improved_both": float(metrics.improved((ta, ra), (tr, rr)).mean())}}
 
 
 def coverage_summary(train_poses: np.ndarray, refined: np.ndarray) -> dict:
@@ -272,7 +272,7 @@ def write_finals(args, s: Setup, device, dist: distributed.Dist, apr_poses: np.n
         e0 = metrics.pose_errors(apr_poses, gt)
         better_t, better_r = errs[0] < e0[0], errs[1] < e0[1]
         summary["improved"] = {"t": float(better_t.mean()), "r": float(better_r.mean()),
-                               "both": float((better_t & better_r).mean())}   # fraction of queries closer than the APR
+                               "both": float(metrics.improved(e0, errs).mean())}   # fraction of queries closer than the APR
         summary.update(seconds_per_query=float(np.mean(seconds)), seconds_per_query_median=float(np.median(seconds)),
                        refined_file=str(files.refined), reverted=int(sum(e["info"].get("reverted", False) for e in entries)),
                        resumed_queries=int(sum(e.get("resumed", False) for e in entries)), previews=s.previews,

@@ -68,6 +68,8 @@ def test_smoke_demo_on_an_existing_scene(bare_room, tmp_path):
     lines = flag_split.report([run], {}, 25.0).splitlines()
     n_trusted = int(lines[2].split("n=")[1].split()[0])
     assert lines[0].startswith(f"{summary['n']} queries from out") and n_trusted == summary["trusted"]["n"]
+    walks = flag_split.walk_lines(run)
+    assert len(walks) == len(set(run["walk"])) >= 1 and all(line.startswith("out seq-") for line in walks)
     with pytest.raises(SystemExit, match="demo_summary.json not found"):
         flag_split.load_run(tmp_path)
 
@@ -207,6 +209,13 @@ def test_benchmark_scene_trained_with_another_seed_goes_to_its_own_root(tmp_path
     for argv in (["--scenes", "street49", "--train_seed", "1"], ["--scenes", "street99"]):
         with pytest.raises(SystemExit):
             scenes.main(argv)
+
+
+def test_walk_of_a_frame_name_in_each_layout():
+    from bench.flag_split import walk_of
+    assert walk_of("seq-03/frame-000000.color.png") == "seq-03"                 # 7-Scenes
+    assert walk_of("seq1/frame00001.png") == "seq1"                             # Cambridge
+    assert walk_of("test/rgb/seq4_frame00001.png") == "seq4"                    # Cambridge, flat (synthetic)
 
 
 def test_benchmark_scene_groups_never_share_a_seed():

@@ -297,3 +297,10 @@ def test_eval_rejects_a_gt_with_a_zero_rotation(tmp_path, capsys):
     assert eval_script.main(["--pred", str(good), "--gt", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "gt.txt: row 1" in err and "Traceback" not in err
+
+
+def test_improved_needs_both_errors_lower_or_halved():
+    before = (np.array([1.0, 1.0, 1.0]), np.array([2.0, 2.0, 2.0]))
+    after = (np.array([0.5, 0.4, 1.5]), np.array([1.5, 1.0, 0.1]))
+    assert metrics.improved(before, after).tolist() == [True, True, False]
+    assert metrics.improved(before, after, 0.5).tolist() == [False, True, False]

@@ -7,7 +7,8 @@ points one after the other with the tiny CPU configs of ``config/synthetic/``:
 1. ``run_nefes.py``     NeFeS stage 1 (colour)
 2. ``train_dfnet.py``   DFNet APR + feature extractor, rendering with the stage-1 NeFeS
 3. ``run_nefes.py``     NeFeS stages 2+3 (features, fusion) with the new DFNet features
-4. ``test_refinement.py`` APR + NeFeS refinement of the test queries
+4. ``test_refinement.py`` APR + NeFeS refinement of the test queries; on a CPU as one torchrun rank per
+   core (``--refine_ranks``), which halves its wall clock on two cores (docs/refinement_runs.md)
 
 Everything (data, computed world setup, logs, checkpoints, results, plots) goes under ``--out``.
 Each step resumes when the demo is rerun after an interruption.
@@ -72,11 +73,35 @@ def scene_args(scene_dir: Path, dataset_type: str, meta_dir: Path) -> tuple[list
     return base + extra, info
 
 
-def run_step(name: str, cmd: list, log: Path) -> float:
+def refine_ranks(device: str, requested: int, queries: int) -> int:
+    """Processes for the refinement step: ``requested`` when > 0; else one per CPU core (at most one per
+    query) on a CPU and one on a GPU. A query's renders are too small to keep two threads busy: two
+    one-thread ranks refine 1.4-1.6x faster than one two-thread process (two rooms, a street), with the same
+    poses up to float rounding (``python -m bench.refine_ranks``, docs/refinement_runs.md)."""
+    if requested > 0:
+        return requested
+    import torch
+    from dm.distributed import available_cores
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return 1 if on_gpu else max(1, min(available_cores(), queries))
+
+
+def launcher(ranks: int) -> tuple[list, dict]:
+    """(command prefix, extra environment) that starts ``ranks`` refinement processes on this machine."""
+    if ranks == 1:
+        return [sys.executable], {}
+    from dm.distributed import available_cores
+    # torchrun would set 1 and warn; the ranks share the cores (dm.distributed.thread_share)
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, available_cores() // ranks))
+    return ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"],
+            {"OMP_NUM_THREADS": threads})
+
+
+def run_step(name: str, cmd: list, log: Path, env: dict | None = None) -> float:
     """Run one entry point, streaming its output to the console and to ``log``; -> seconds."""
     print(f"\n=== {name}: {' '.join(str(c) for c in cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -91,11 +116,12 @@ def run_step(name: str, cmd: list, log: Path) -> float:
 
 
 def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None = None,
-             device: str = "auto", extra: dict | None = None, room: dict | None = None) -> dict:
+             device: str = "auto", extra: dict | None = None, room: dict | None = None, ranks: int = 0) -> dict:
     """Run the whole pipeline under ``out``; returns the summary (also written to ``out/demo_summary.json``).
 
     ``extra``: additional CLI arguments per step ("stage1", "dfnet", "stage2", "refine"), appended
-    last so they win (the tests use this for a seconds-long smoke run); ``room``: generator sizes.
+    last so they win (the tests use this for a seconds-long smoke run); ``room``: generator sizes;
+    ``ranks``: refinement processes (0: :func:`refine_ranks` decides).
     """
     extra = extra or {}
     from models.trainer import latest_checkpoint
@@ -132,7 +158,10 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
     refine_cmd = [py, "test_refinement.py", "--config", CONFIGS / "config_room_DFM.txt", *common,
                   "--expname", names["refine"], "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
                   "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])]
-    times["refinement"] = run_step("APR + NeFeS refinement", refine_cmd, logs / "refinement.log")
+    ranks = refine_ranks(device, ranks, -(-info["n_test"] // info["testskip"]))
+    prefix, env = launcher(ranks)
+    times["refinement"] = run_step(f"APR + NeFeS refinement ({ranks} process{'es' if ranks > 1 else ''})",
+                                   prefix + refine_cmd[1:], logs / "refinement.log", env)
 
     summary = json.loads((res_dir / "summary.json").read_text())
     summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times, experiments=names,
@@ -167,6 +196,7 @@ def _trusted_line(t: dict | None, n: int) -> list[str]:
 
 
 def format_summary(s: dict) -> str:
+    from dm.refine_run import timing_line
     a, r = s["apr"], s["refined"]
     lines = [f"\n=== demo finished in {s['total_seconds'] / 60:.1f} min "
              f"({', '.join(f'{k} {v / 60:.1f}' for k, v in s['seconds'].items())} min)",
@@ -178,7 +208,7 @@ def format_summary(s: dict) -> str:
              *([f"queries improved: {100 * s['improved']['both']:.0f} % in both t and r "
                 f"({100 * s['improved']['t']:.0f} % in t, {100 * s['improved']['r']:.0f} % in r)"] if "improved" in s else []),
              *_trusted_line(s.get("trusted"), s["n"]),
-             f"refinement: {s['seconds_per_query']:.2f} s per query",
+             f"refinement: {timing_line(s)}",
              *_coverage_line(s.get("coverage")),
              f"results and plots: {s['results_dir']} (trajectories.png, error_cdf.png, summary.json)"]
     return "\n".join(lines)
@@ -191,12 +221,16 @@ def main(argv=None) -> int:
     p.add_argument("--dataset_type", choices=DATASET_TYPES, default=None)
     p.add_argument("--out", type=Path, default=REPO / "logs" / "demo", help="everything is written here")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--refine_ranks", type=int, default=0,
+                   help="refinement processes (torchrun ranks); 0: one per CPU core on a CPU, one on a GPU")
     a = p.parse_args(argv)
+    if a.refine_ranks < 0:
+        p.error("--refine_ranks must be 0 (automatic) or a positive number of processes")
     if a.scene is not None and a.dataset_type is None:
         p.error("--scene needs --dataset_type (7Scenes, 7Scenes_colmap or Cambridge)")
     if a.scene is not None and not a.scene.is_dir():
         p.error(f"--scene {a.scene}: folder not found")
-    summary = run_demo(a.out, a.scene, a.dataset_type, a.device)
+    summary = run_demo(a.out, a.scene, a.dataset_type, a.device, ranks=a.refine_ranks)
     print(format_summary(summary))
     return 0
 

@@ -44,6 +44,8 @@ def measure(device: str, out: Path) -> dict:
         refined_t=r["median_t"], refined_r=r["median_r"],
         ratio_t=r["median_t"] / a["median_t"], ratio_r=r["median_r"] / a["median_r"],
         seconds_per_query=s["seconds_per_query"], seconds_per_query_median=s.get("seconds_per_query_median"),
+        # what the user waits per query: the wall clock over the refinement's processes (one process: its own time)
+        wall_seconds_per_query=s.get("wall_seconds_per_query") or s["seconds_per_query"], refine_ranks=s.get("world_size", 1),
         queries=s["n"], demo_minutes=s["total_seconds"] / 60)
 
 
@@ -60,8 +62,9 @@ def report(m: dict) -> str:
         f"{ok(m['dfnet_minutes'] <= T['dfnet_minutes'] and m['apr_t'] <= T['apr_t'] and m['apr_r'] <= T['apr_r'])})",
         f"[{m['device']}] refinement: median {m['refined_t']:.3f} m / {m['refined_r']:.2f} deg, ratio to APR "
         f"t {m['ratio_t']:.2f} r {m['ratio_r']:.2f} (target <= {T['ratio']:g}: {ok(max(m['ratio_t'], m['ratio_r']) <= T['ratio'])}); "
-        f"{m['seconds_per_query']:.2f} s per query (median {m['seconds_per_query_median']:.2f}; target <= "
-        f"{T['seconds_per_query']:g} s: {ok(m['seconds_per_query'] <= T['seconds_per_query'])})",
+        f"{m['wall_seconds_per_query']:.2f} s per query (wall clock, {m['refine_ranks']} process(es); each query "
+        f"{m['seconds_per_query']:.2f} s, median {m['seconds_per_query_median']:.2f}; target <= "
+        f"{T['seconds_per_query']:g} s: {ok(m['wall_seconds_per_query'] <= T['seconds_per_query'])})",
         f"[{m['device']}] demo total: {m['demo_minutes']:.1f} min (target <= {T['demo_minutes']:g} min: "
         f"{ok(m['demo_minutes'] <= T['demo_minutes'])})",
     ])
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
     (out / "demo.txt").write_text(text + "\n")
     m = results[0]
     print(f"summary [{m['device']}]: APR {m['apr_t']:.3f} m / {m['apr_r']:.2f} deg -> refined {m['refined_t']:.3f} m / "
-          f"{m['refined_r']:.2f} deg (x{m['ratio_t']:.2f} / x{m['ratio_r']:.2f}), {m['seconds_per_query']:.2f} s/query, "
+          f"{m['refined_r']:.2f} deg (x{m['ratio_t']:.2f} / x{m['ratio_r']:.2f}), {m['wall_seconds_per_query']:.2f} s/query (wall clock), "
           f"demo {m['demo_minutes']:.1f} min")
     return 0
 

@@ -186,6 +186,10 @@ def test_torchrun_two_ranks_write_the_single_process_files(tiny_room, tiny_model
     journal = sorted(p.name for p in (out / "journal").glob("q*.json"))
     assert journal == [f"q{i:06d}.json" for i in range(4)]
     assert p.stdout.count("DFNet + NeFeS2: n = 4") == 1                # rank 0 alone reports
+    # the wall clock spans rank 0's own queries (0 and 2) and is shared over the 4 queries of the run
+    assert summary["refine_wall_seconds"] >= summary["query_seconds"][0] + summary["query_seconds"][2]
+    assert summary["wall_seconds_per_query"] == pytest.approx(summary["refine_wall_seconds"] / 4)
+    assert "per query (wall, cpu x 2 ranks x 1 thread;" in p.stdout
 
 
 def test_torchrun_setup_error_is_one_line_and_every_rank_stops(tiny_room, tiny_models, tmp_path):
@@ -233,6 +237,7 @@ def test_changed_config_invalidates_the_journal_and_restart_discards_it(tiny_roo
     assert _run(argv) == 0
     summary = lambda: json.loads((tmp_path / "exp" / "summary.json").read_text())
     assert _run(argv + ["--refine_batch", "2"]) == 0 and summary()["resumed_queries"] == 4   # not a result key
+    assert summary()["wall_seconds_per_query"] is None                 # nothing refined: no time per query
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert _run(argv + ["--learning_rate", "2e-5"]) == 0

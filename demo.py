@@ -97,6 +97,23 @@ def launcher(ranks: int) -> tuple[list, dict]:
             {"OMP_NUM_THREADS": threads})
 
 
+def refine_step(ranks: int, args: list, log: Path) -> float:
+    """The refinement step (``args``: ``test_refinement.py`` and its arguments) on ``ranks`` processes. If
+    the several-process run fails, it is retried once as one process: torchrun may be unable to start
+    here (no local port), and the finished queries are in the journal, so nothing is refined twice; a
+    real error fails again, with its own message. -> seconds, both tries together."""
+    prefix, env = launcher(ranks)
+    name = f"APR + NeFeS refinement ({ranks} process{'es' if ranks > 1 else ''})"
+    if ranks == 1:
+        return run_step(name, prefix + args, log, env)
+    t0 = time.perf_counter()
+    try:
+        return run_step(name, prefix + args, log, env)
+    except StepFailed as e:
+        print(f"\n{e}\nretrying the refinement as one process (demo.py --refine_ranks 1 skips the first try)", flush=True)
+    return (time.perf_counter() - t0) + run_step("APR + NeFeS refinement (1 process)", [sys.executable] + args, log)
+
+
 def run_step(name: str, cmd: list, log: Path, env: dict | None = None) -> float:
     """Run one entry point, streaming its output to the console and to ``log``; -> seconds."""
     print(f"\n=== {name}: {' '.join(str(c) for c in cmd[1:])}", flush=True)
@@ -159,9 +176,7 @@ def run_demo(out: Path, scene_dir: Path | None = None, dataset_type: str | None 
                   "--expname", names["refine"], "--ft_path", latest_checkpoint(s2_dir), "--pretrain_model_path", dfnet,
                   "--pretrain_featurenet_path", dfnet, *extra.get("refine", [])]
     ranks = refine_ranks(device, ranks, -(-info["n_test"] // info["testskip"]))
-    prefix, env = launcher(ranks)
-    times["refinement"] = run_step(f"APR + NeFeS refinement ({ranks} process{'es' if ranks > 1 else ''})",
-                                   prefix + refine_cmd[1:], logs / "refinement.log", env)
+    times["refinement"] = refine_step(ranks, refine_cmd[1:], logs / "refinement.log")
 
     summary = json.loads((res_dir / "summary.json").read_text())
     summary.update(scene_dir=str(scene_dir), scene_info=info, seconds=times, experiments=names,

@@ -172,6 +172,26 @@ def test_refinement_processes(monkeypatch):
     assert "2.60 s per query (wall clock, 2 process(es); each query 5.10 s" in line and line.endswith("ok)")
 
 
+def test_refinement_falls_back_to_one_process(monkeypatch, tmp_path):
+    """A several-process refinement that fails (torchrun unable to start) is retried once as one process."""
+    from core.errors import StepFailed
+    calls = []
+
+    def fake_run_step(name, cmd, log, env=None):
+        calls.append(cmd)
+        if "torch.distributed.run" in cmd:
+            raise StepFailed("APR + NeFeS refinement (2 processes) failed (exit code 1)")
+        return 1.0
+    monkeypatch.setattr(demo, "run_step", fake_run_step)
+    assert demo.refine_step(2, ["test_refinement.py", "--config", "c.txt"], tmp_path / "log") >= 1.0
+    assert calls[1] == [sys.executable, "test_refinement.py", "--config", "c.txt"] and len(calls) == 2
+    calls.clear()
+    assert demo.refine_step(1, ["test_refinement.py"], tmp_path / "log") == 1.0 and len(calls) == 1
+    monkeypatch.setattr(demo, "run_step", lambda *a, **k: (_ for _ in ()).throw(StepFailed("bad config")))
+    with pytest.raises(StepFailed, match="bad config"):     # the one-process retry's own error reaches the user
+        demo.refine_step(2, ["test_refinement.py"], tmp_path / "log")
+
+
 def _check_field_quality(text: str, n_test: int, n_train: int) -> None:
     rows = {m[0]: m[1:] for m in re.findall(r"^  (test|train)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9]+)%$", text, re.M)}
     assert set(rows) == {"test", "train"}, text

@@ -30,6 +30,7 @@ def _last_val_psnr(expdir: Path) -> float:
 
 def measure(device: str, out: Path) -> dict:
     from demo import format_summary, run_demo
+    from dm.refine_run import waited_per_query
     shutil.rmtree(out, ignore_errors=True)
     s = run_demo(out, device=device)
     print(format_summary(s))
@@ -44,8 +45,8 @@ def measure(device: str, out: Path) -> dict:
         refined_t=r["median_t"], refined_r=r["median_r"],
         ratio_t=r["median_t"] / a["median_t"], ratio_r=r["median_r"] / a["median_r"],
         seconds_per_query=s["seconds_per_query"], seconds_per_query_median=s.get("seconds_per_query_median"),
-        # what the user waits per query: the wall clock over the refinement's processes (one process: its own time)
-        wall_seconds_per_query=s.get("wall_seconds_per_query") or s["seconds_per_query"], refine_ranks=s.get("world_size", 1),
+        # what the user waits per query: the wall clock over the refinement's processes
+        wall_seconds_per_query=waited_per_query(s), refine_ranks=s.get("world_size", 1),
         queries=s["n"], demo_minutes=s["total_seconds"] / 60)
 
 

@@ -257,6 +257,12 @@ def coverage_summary(train_poses: np.ndarray, refined: np.ndarray) -> dict:
                          "per_query_m": [round(float(v), 4) if np.isfinite(v) else None for v in similar]}}
 
 
+def waited_per_query(summary: dict) -> float:
+    """Seconds the user waited per refined query: the wall clock over the ranks, or each query's own mean
+    time where the summary has no wall clock (written before it was recorded, or a run that only resumed)."""
+    return summary.get("wall_seconds_per_query") or summary["seconds_per_query"]
+
+
 def timing_line(summary: dict) -> str:
     """'2.53 s per query (wall, 2 ranks x 1 thread; 5.05 s each)': the wall clock per query first (what the
     user waits), then each query's own time; one process: '3.48 s per query (cpu, 2 threads)'."""

@@ -164,6 +164,10 @@ def test_refinement_processes(monkeypatch):
     with pytest.raises(SystemExit):
         demo.main(["--refine_ranks", "-1"])
     # bench.demo checks the time target on the wall clock the user waits, not on each query's own time
+    from dm.refine_run import waited_per_query
+    assert waited_per_query({"seconds_per_query": 5.0, "wall_seconds_per_query": 2.5}) == 2.5
+    assert waited_per_query({"seconds_per_query": 5.0, "wall_seconds_per_query": None}) == 5.0   # nothing refined
+    assert waited_per_query({"seconds_per_query": 5.0}) == 5.0                                    # an older summary
     from bench.demo import report
     m = dict(device="cpu", nefes_stage1_minutes=3, nefes_stage1_psnr=30, nefes_minutes=7, nefes_psnr=30, dfnet_minutes=4,
              apr_t=0.1, apr_r=2, refined_t=0.01, refined_r=0.2, ratio_t=0.1, ratio_r=0.1, seconds_per_query=5.1,

@@ -108,6 +108,7 @@ def table(rows: list[dict], ranks: list[int]) -> str:
 
 
 def main(argv=None) -> int:
+    from bench import write_results
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--demo_dirs", default=str(REPO / "logs" / "demo"),
                    help="comma-separated output folders of finished demo pipelines")
@@ -131,9 +132,7 @@ def main(argv=None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     text = table(rows, ranks)
     print(text)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "refine_ranks.txt").write_text(text + "\n")
-    (a.out / "refine_ranks.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results(a.out, "refine_ranks", text, rows)
     return 0
 
 

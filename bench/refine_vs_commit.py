@@ -60,23 +60,25 @@ def old_demo(tree: Path, out: Path, rerun: bool) -> list:
     return json.loads(summary.read_text())["refine_command"]
 
 
+def timing(summary: dict) -> dict:
+    """What the comparison keeps of a refinement summary: seconds waited per query, refined median errors."""
+    return dict(seconds=waited_per_query(summary), t=summary["refined"]["median_t"], r=summary["refined"]["median_r"],
+                ranks=summary.get("world_size", 1))
+
+
 def time_old(tree: Path, command: list, scratch: Path, name: str) -> dict:
     """One run of the earlier refinement (one process, as its demo ran it) -> seconds per query and errors."""
     args = list(command) + ["--basedir", str(scratch), "--expname", name]
     p = subprocess.run([sys.executable, *args], cwd=tree, env=old_env(tree), capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"error: the refinement of {tree.name} failed:\n{p.stderr[-2000:]}")
-    s = json.loads((scratch / name / "summary.json").read_text())
-    return dict(seconds=waited_per_query(s), t=s["refined"]["median_t"],
-                r=s["refined"]["median_r"])
+    return timing(json.loads((scratch / name / "summary.json").read_text()))
 
 
 def time_now(demo_dir: Path, ranks: int, scratch: Path, name: str) -> dict:
     from bench.refine_ranks import run_once
     from demo import refine_args
-    s = run_once(refine_args(demo_dir), ranks, scratch, name)
-    return dict(seconds=waited_per_query(s), t=s["refined"]["median_t"],
-                r=s["refined"]["median_r"], ranks=s["world_size"])
+    return timing(run_once(refine_args(demo_dir), ranks, scratch, name))
 
 
 def alternate(run_old, run_now, repeat: int) -> dict:
@@ -106,6 +108,7 @@ def table(runs: dict, commit: str, demo_dir: Path) -> tuple[str, dict]:
 
 
 def main(argv=None) -> int:
+    from bench import write_results
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--commit", default=ISSUE15_BASELINE, help="the earlier commit (default: before issue 15)")
     p.add_argument("--demo_dir", type=Path, default=REPO / "logs" / "demo", help="today's finished demo")
@@ -116,9 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "logs" / "bench")
     a = p.parse_args(argv)
     from demo import refine_args, refine_ranks
-    n = json.loads((a.demo_dir / "demo_summary.json").read_text())["n"] if (a.demo_dir / "demo_summary.json").is_file() else 0
     refine_args(a.demo_dir)                                 # a clear error when today's demo has not run
-    ranks = refine_ranks("cpu", a.ranks, n)
+    ranks = refine_ranks("cpu", a.ranks, json.loads((a.demo_dir / "demo_summary.json").read_text())["n"])
     tree = checkout(a.commit, a.root)
     command = old_demo(tree, a.root / f"{a.commit}_demo", a.rerun)
     scratch = Path(tempfile.mkdtemp(prefix="refine_vs_commit_"))
@@ -129,9 +131,7 @@ def main(argv=None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     text, data = table(runs, a.commit, a.demo_dir)
     print(text)
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "refine_vs_commit.txt").write_text(text + "\n")
-    (a.out / "refine_vs_commit.json").write_text(json.dumps(data, indent=2) + "\n")
+    write_results(a.out, "refine_vs_commit", text, data)
     return 0
 
 

@@ -21,3 +21,9 @@ def test_sides_take_turns_and_the_table_reports_the_ratio(tmp_path):
 def test_unknown_commit_is_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match="error: cannot check out 0000000"):
         rvc.checkout("0000000", tmp_path)
+
+
+def test_missing_demo_is_one_error_line(tmp_path):
+    with pytest.raises(SystemExit, match="demo_summary.json not found: run demo.sh"):
+        rvc.main(["--demo_dir", str(tmp_path), "--root", str(tmp_path / "commits"), "--out", str(tmp_path)])
+    assert not (tmp_path / "commits").exists()             # nothing checked out before the check

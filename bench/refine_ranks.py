@@ -48,11 +48,12 @@ def command(refine_args: list, ranks: int, basedir: Path, expname: str) -> list:
     return launcher + ["test_refinement.py"] + args
 
 
-def run_once(refine_args: list, ranks: int, basedir: Path, expname: str) -> dict:
-    """One refinement run -> its summary plus ``command_seconds`` and the refined poses."""
+def run_once(refine_args: list, ranks: int, basedir: Path, expname: str, cwd: Path = REPO, env: dict | None = None) -> dict:
+    """One refinement run -> its summary plus ``command_seconds`` and the refined poses. ``cwd``: the
+    checkout whose ``test_refinement.py`` runs (:mod:`bench.refine_vs_commit` runs an earlier commit's)."""
     cmd = command(refine_args, ranks, basedir, expname)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"error: the refinement with {ranks} rank(s) failed (exit {p.returncode}):\n{p.stderr[-2000:]}")

@@ -67,12 +67,10 @@ def timing(summary: dict) -> dict:
 
 
 def time_old(tree: Path, command: list, scratch: Path, name: str) -> dict:
-    """One run of the earlier refinement (one process, as its demo ran it) -> seconds per query and errors."""
-    args = list(command) + ["--basedir", str(scratch), "--expname", name]
-    p = subprocess.run([sys.executable, *args], cwd=tree, env=old_env(tree), capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"error: the refinement of {tree.name} failed:\n{p.stderr[-2000:]}")
-    return timing(json.loads((scratch / name / "summary.json").read_text()))
+    """One run of the earlier refinement (one process, as its demo ran it; ``command`` starts with
+    ``test_refinement.py``) -> seconds per query and errors."""
+    from bench.refine_ranks import run_once
+    return timing(run_once(command[1:], 1, scratch, name, cwd=tree, env=old_env(tree)))
 
 
 def time_now(demo_dir: Path, ranks: int, scratch: Path, name: str) -> dict:

@@ -264,8 +264,8 @@ def waited_per_query(summary: dict) -> float:
 
 
 def timing_line(summary: dict) -> str:
-    """'2.53 s per query (wall, 2 ranks x 1 thread; 5.05 s each)': the wall clock per query first (what the
-    user waits), then each query's own time; one process: '3.48 s per query (cpu, 2 threads)'."""
+    """'2.56 s per query (wall, cpu x 2 ranks x 1 thread; 5.07 s each)': the wall clock per query first (what
+    the user waits), then each query's own time; one process: '3.51 s per query (cpu, 2 threads)'."""
     ranks, threads, own = summary.get("world_size", 1), summary.get("threads_per_rank"), summary["seconds_per_query"]
     th = f"{threads} thread{'s' if threads != 1 else ''}" if threads else "threads unknown"
     wall = summary.get("wall_seconds_per_query")

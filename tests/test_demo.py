@@ -194,6 +194,11 @@ def test_refinement_falls_back_to_one_process(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "run_step", lambda *a, **k: (_ for _ in ()).throw(StepFailed("bad config")))
     with pytest.raises(StepFailed, match="bad config"):     # the one-process retry's own error reaches the user
         demo.refine_step(2, ["test_refinement.py"], tmp_path / "log")
+    failing = []
+    monkeypatch.setattr(demo, "run_step", lambda name, cmd, *a: failing.append(cmd) or (_ for _ in ()).throw(StepFailed("x")))
+    with pytest.raises(StepFailed):                          # one process already: no second try
+        demo.refine_step(1, ["test_refinement.py"], tmp_path / "log")
+    assert len(failing) == 1
 
 
 def _check_field_quality(text: str, n_test: int, n_train: int) -> None:
